@@ -1,0 +1,1 @@
+"""Alembic migrations for the wanlora registry schema (run with `wanlora db upgrade`)."""

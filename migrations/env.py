@@ -1,0 +1,25 @@
+"""Alembic environment: runs on the connection wanlora passes in (``wanlora db upgrade``)."""
+
+from alembic import context
+from sqlalchemy import create_engine
+
+import registry.models  # noqa: F401 - registers the tables on SQLModel.metadata
+from sqlmodel import SQLModel
+
+target_metadata = SQLModel.metadata
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is None:  # plain `alembic` use: take the URL from alembic's own config
+        engine = create_engine(context.config.get_main_option("sqlalchemy.url"))
+        with engine.begin() as conn:
+            context.configure(connection=conn, target_metadata=target_metadata, render_as_batch=True)
+            context.run_migrations()
+        return
+    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+run_migrations_online()

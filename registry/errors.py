@@ -1,0 +1,73 @@
+"""The one error tree of wanlora.
+
+    WanloraError                 (code "error")
+    ├── NotFound                 ("not_found")       a project, LoRA, version or file does not exist
+    ├── AlreadyExists            ("already_exists")  a name or version is taken, or a payload is registered
+    ├── InvalidInput             ("invalid_input")   bad names, versions, hyperparameters, options
+    │   └── InvalidFile          ("invalid_file")    a file that is not a safe, well-formed LoRA
+    ├── PermissionDenied         ("permission_denied")
+    ├── IntegrityError           ("integrity")       stored bytes do not match their digest
+    ├── Conflict                 ("conflict")        a transition that is not legal from the current state
+    └── SchemaOutdated           ("schema_outdated") the database needs ``wanlora db upgrade``
+
+Every error carries a message that names the problem and, where there is one, a ``hint`` that names the
+fix. ``cli/`` prints them; the HTTP layer maps ``code`` to a status in one table.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExists",
+    "Conflict",
+    "IntegrityError",
+    "InvalidFile",
+    "InvalidInput",
+    "NotFound",
+    "PermissionDenied",
+    "SchemaOutdated",
+    "WanloraError",
+]
+
+
+class WanloraError(Exception):
+    code = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} ({self.hint})"
+
+
+class NotFound(WanloraError):
+    code = "not_found"
+
+
+class AlreadyExists(WanloraError):
+    code = "already_exists"
+
+
+class InvalidInput(WanloraError):
+    code = "invalid_input"
+
+
+class InvalidFile(InvalidInput):
+    code = "invalid_file"
+
+
+class PermissionDenied(WanloraError):
+    code = "permission_denied"
+
+
+class IntegrityError(WanloraError):
+    code = "integrity"
+
+
+class Conflict(WanloraError):
+    code = "conflict"
+
+
+class SchemaOutdated(WanloraError):
+    code = "schema_outdated"

@@ -1,0 +1,157 @@
+"""Database tables (sqlmodel). Rows stay inside ``registry/``; callers get ``registry.schemas`` objects.
+
+Invariants the database itself enforces (not only the code):
+- at most one ``current`` version per LoRA: a partial unique index on ``versions(lora_id)`` where
+  ``status = 'current'``;
+- versions unique per LoRA, LoRA names unique per project, one file per role per version;
+- the event log is append-only (triggers created by the migration refuse UPDATE and DELETE) and its
+  per-LoRA sequence is gap-free and unique.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Index,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Category", "Event", "FileRole", "Lora", "Project", "Status", "Version", "VersionFile", "utcnow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Category(str, Enum):
+    CHARACTER = "character"
+    STYLE = "style"
+    MOTION = "motion"
+    DOMAIN = "domain"
+
+
+class Status(str, Enum):
+    TESTING = "testing"
+    CURRENT = "current"
+    DEPRECATED = "deprecated"
+
+
+class FileRole(str, Enum):
+    SINGLE = "single"
+    HIGH_NOISE = "high_noise"
+    LOW_NOISE = "low_noise"
+
+
+def _in(column: str, enum: type[Enum]) -> str:
+    return f"{column} IN ({', '.join(repr(m.value) for m in enum)})"
+
+
+class Project(SQLModel, table=True):
+    __tablename__ = "projects"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Lora(SQLModel, table=True):
+    __tablename__ = "loras"
+    __table_args__ = (
+        UniqueConstraint("project_id", "name", name="uq_loras_project_name"),
+        CheckConstraint(_in("category", Category), name="ck_loras_category"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="projects.id", index=True)
+    name: str = Field(max_length=64)
+    category: str = Field(max_length=16)
+    base_model: str = Field(max_length=64)
+    trigger_words: list[str] = Field(default_factory=list, sa_type=JSON)
+    description: str = Field(default="", sa_type=Text)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Version(SQLModel, table=True):
+    __tablename__ = "versions"
+    __table_args__ = (
+        UniqueConstraint("lora_id", "version", name="uq_versions_lora_version"),
+        CheckConstraint(_in("status", Status), name="ck_versions_status"),
+        Index(
+            "uq_versions_one_current",
+            "lora_id",
+            unique=True,
+            sqlite_where=text("status = 'current'"),
+            postgresql_where=text("status = 'current'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lora_id: int = Field(foreign_key="loras.id", index=True)
+    version: str = Field(max_length=64)
+    major: int
+    minor: int
+    patch: int
+    prerelease: str | None = Field(default=None, max_length=64)
+    status: str = Field(max_length=16)
+    changelog: str = Field(sa_type=Text)
+    dataset_hash: str | None = Field(default=None, max_length=128)
+    dataset_summary: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    scores: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
+    known_issues: str = Field(default="", sa_type=Text)
+    training_date: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    parent_id: int | None = Field(default=None, foreign_key="versions.id")
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class VersionFile(SQLModel, table=True):
+    __tablename__ = "version_files"
+    __table_args__ = (
+        UniqueConstraint("version_id", "role", name="uq_version_files_role"),
+        CheckConstraint(_in("role", FileRole), name="ck_version_files_role"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id", index=True)
+    role: str = Field(max_length=16)
+    sha256: str = Field(max_length=64, index=True)
+    payload_sha256: str = Field(max_length=64, index=True)
+    size: int = Field(sa_type=BigInteger)
+    rank: int
+    alpha: float
+    dtype: str = Field(max_length=16)
+    key_format: str = Field(max_length=32)
+    source_format: str = Field(max_length=32)
+    source_sha256: str = Field(max_length=64)
+    target_modules: list[str] = Field(default_factory=list, sa_type=JSON)
+    module_count: int
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("lora_id", "seq", name="uq_events_lora_seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lora_id: int = Field(foreign_key="loras.id", index=True)
+    seq: int
+    version_id: int | None = Field(default=None, foreign_key="versions.id")
+    kind: str = Field(max_length=32)
+    actor: str = Field(max_length=128)
+    at: datetime = Field(sa_type=DateTime(timezone=True))
+    from_status: str | None = Field(default=None, max_length=16)
+    to_status: str | None = Field(default=None, max_length=16)
+    reason: str | None = Field(default=None, sa_type=Text)
+    evaluation_id: str | None = Field(default=None, max_length=64)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)

@@ -1,0 +1,44 @@
+"""Settings: one pydantic-settings class, read from ``WANLORA_*`` variables by the entry points."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_actor() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user database entry (containers)
+        return "unknown"
+
+
+class Settings(BaseSettings):
+    """Where wanlora keeps its data. Nothing is opened or connected when this is built."""
+
+    model_config = SettingsConfigDict(env_prefix="WANLORA_", extra="ignore")
+
+    home: Path = Field(default=Path("~/.wanlora"), description="Root of the embedded database and store.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default sqlite:///$WANLORA_HOME/registry.db"
+    )
+    storage_url: str | None = Field(
+        default=None, description="Artifact store URL; default file://$WANLORA_HOME/artifacts"
+    )
+    project: str = Field(default="default", description="Project used when a command names none.")
+    user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
+
+    @property
+    def home_dir(self) -> Path:
+        return self.home.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home_dir / 'registry.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"file://{self.home_dir / 'artifacts'}"

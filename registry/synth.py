@@ -1,0 +1,104 @@
+"""Synthetic LoRA files with the real shapes of a WAN base model, for the demo, tests and benchmarks.
+
+The files are valid LoRAs in any of the key formats wanlora reads; their weights are random. Writing
+streams tensor by tensor, so a 1 GB file needs a few MB of memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from registry.safetensors_io import build_header
+from registry.wan import BASE_MODELS, KeyFormat
+
+__all__ = ["synth_lora"]
+
+_DTYPES = {"F16": np.float16, "F32": np.float32, "BF16": np.float32}
+_DIFFUSERS = {
+    "self_attn.q": "attn1.to_q", "self_attn.k": "attn1.to_k", "self_attn.v": "attn1.to_v",
+    "self_attn.o": "attn1.to_out.0", "cross_attn.q": "attn2.to_q", "cross_attn.k": "attn2.to_k",
+    "cross_attn.v": "attn2.to_v", "cross_attn.o": "attn2.to_out.0", "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}  # fmt: skip
+DEFAULT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o")
+
+
+def _names(fmt: KeyFormat, module: str) -> tuple[str, str, str | None]:
+    """(A key, B key, alpha key or None) for one original Wan module name."""
+    if fmt is KeyFormat.KOHYA:
+        flat = "lora_unet_" + module.replace(".", "_")
+        return f"{flat}.lora_down.weight", f"{flat}.lora_up.weight", f"{flat}.alpha"
+    if fmt is KeyFormat.DIFFUSERS:
+        block, index, rest = module.split(".", 2)
+        name = f"transformer.{block}.{index}.{_DIFFUSERS[rest]}"
+        return f"{name}.lora_A.weight", f"{name}.lora_B.weight", None
+    name = f"diffusion_model.{module}"
+    alpha = f"{name}.alpha" if fmt is KeyFormat.CANONICAL else None
+    return f"{name}.lora_A.weight", f"{name}.lora_B.weight", alpha
+
+
+def _encode(values: np.ndarray, dtype: str) -> bytes:
+    if dtype == "BF16":  # round-to-nearest-even is not needed for random data: truncate
+        return (values.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    return values.astype(_DTYPES[dtype]).tobytes()
+
+
+def synth_lora(
+    path: Path,
+    *,
+    base_model: str = "wan2.2-t2v-a14b",
+    fmt: KeyFormat | str = KeyFormat.KOHYA,
+    rank: int = 4,
+    alpha: float | None = None,
+    blocks: int | range = 2,
+    targets: tuple[str, ...] = DEFAULT_TARGETS,
+    dtype: str = "F16",
+    seed: int = 0,
+    metadata: dict[str, str] | None = None,
+    zero_b: bool = False,
+    poison: str | None = None,
+) -> Path:
+    """Write a LoRA file. ``poison="nan"`` or ``"inf"`` plants one bad value in the last B matrix."""
+    fmt = KeyFormat(fmt)
+    base = BASE_MODELS[base_model]
+    rng = np.random.default_rng(seed)
+    block_ids = range(blocks) if isinstance(blocks, int) else blocks
+    modules = [f"blocks.{i}.{t}" for i in block_ids for t in targets]
+    entries: list[tuple[str, str, tuple[int, ...], np.ndarray | float]] = []
+    for module in modules:
+        shape = base.module_shape(module)
+        assert shape is not None, module
+        out_f, in_f = shape
+        a_key, b_key, alpha_key = _names(fmt, module)
+        entries.append((a_key, dtype, (rank, in_f), rng.standard_normal((rank, in_f), dtype=np.float32) * 0.01))
+        b = (
+            np.zeros((out_f, rank), np.float32)
+            if zero_b
+            else rng.standard_normal((out_f, rank), dtype=np.float32) * 0.01
+        )
+        entries.append((b_key, dtype, (out_f, rank), b))
+        if alpha_key is not None:
+            entries.append((alpha_key, "F32", (), float(alpha if alpha is not None else rank)))
+    if poison:
+        *_, values = entries[-2] if isinstance(entries[-1][3], float) else entries[-1]
+        assert isinstance(values, np.ndarray)
+        values.flat[values.size // 2] = np.nan if poison == "nan" else np.inf
+    header = build_header([(n, d, s) for n, d, s, _ in entries], metadata or {})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as fh:
+        fh.write(header)
+        for chunk in _chunks(entries):
+            fh.write(chunk)
+    return path
+
+
+def _chunks(entries: list[tuple[str, str, tuple[int, ...], np.ndarray | float]]) -> Iterator[bytes]:
+    for _, dtype, _, values in entries:
+        if isinstance(values, float):
+            yield np.float32(values).tobytes()
+        else:
+            yield _encode(values, dtype)
