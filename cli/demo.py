@@ -1,0 +1,98 @@
+"""The main job: an end-to-end walk-through on a throwaway $WANLORA_HOME, through the real CLI."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+from pathlib import Path
+
+from rich.rule import Rule
+
+from cli import render
+from registry.synth import synth_lora
+from registry.wan import KeyFormat
+
+
+def _run(*args: str) -> None:
+    from cli.main import app
+
+    render.console.print(f"\n[bold cyan]$ wanlora {shlex.join(args)}[/]")
+    app(list(args), standalone_mode=False)
+
+
+def run_demo(keep: Path | None = None) -> None:
+    work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="wanlora-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
+    home, comfyui, files = work / "home", work / "ComfyUI", work / "files"
+    (comfyui / "models" / "loras").mkdir(parents=True, exist_ok=True)
+    (comfyui / "models" / "loras" / "my_old_lora.safetensors").write_bytes(b"not managed by wanlora")
+    previous = {k: os.environ.get(k) for k in ("WANLORA_HOME", "WANLORA_DATABASE_URL", "WANLORA_STORAGE_URL")}
+    os.environ["WANLORA_HOME"] = str(home)
+    os.environ.pop("WANLORA_DATABASE_URL", None)
+    os.environ.pop("WANLORA_STORAGE_URL", None)
+    try:
+        render.console.print(Rule("wanlora walk-through"))
+        render.console.print(f"throwaway WANLORA_HOME: {home}\nComfyUI folder: {comfyui}")
+        render.console.print("\nMaking small but valid WAN 2.2 A14B LoRA pairs (real shapes, random weights):")
+        meta = {
+            "ss_learning_rate": "0.00015",
+            "ss_network_dim": "16",
+            "ss_network_alpha": "16",
+            "ss_num_epochs": "15",
+            "ss_batch_size_per_device": "1",
+            "ss_optimizer": "AdamW8bit",
+            "ss_lr_scheduler": "cosine_with_restarts",
+            "ss_num_train_images": "250",
+            "ss_training_finished_at": "1736899200",
+            "modelspec.trigger_phrase": "sarah",
+        }
+        v1 = {
+            role: synth_lora(files / f"sarah_v1_{role}.safetensors", rank=16, seed=i, metadata=meta)
+            for i, role in enumerate(("high", "low"))
+        }
+        meta2 = meta | {"ss_learning_rate": "0.00012", "ss_num_train_images": "350"}
+        v2 = {
+            role: synth_lora(
+                files / f"sarah_v2_{role}.safetensors", rank=16, seed=10 + i, fmt=KeyFormat.DIFFUSERS, metadata=meta2
+            )
+            for i, role in enumerate(("high", "low"))
+        }
+        for path in [*v1.values(), *v2.values()]:
+            render.console.print(f"  {path.name} ({path.stat().st_size // 1024} KB)")
+
+        _run(
+            "register", str(v1["high"]), "--low-noise", str(v1["low"]), "--lora", "sarah", "--project", "brandx",
+            "--category", "character", "--base-model", "wan2.2-t2v-a14b", "--version", "1.0.0",
+            "--changelog", "First training: 250 images", "--from-metadata", "--score", "consistency=8.1", "--quiet",
+        )  # fmt: skip
+        _run("promote", "sarah", "1.0.0", "--project", "brandx", "--reason", "passed the three-phase test")
+        _run("sync", "--comfyui", str(comfyui))
+        _run(
+            "register", str(v2["high"]), "--low-noise", str(v2["low"]), "--lora", "sarah", "--project", "brandx",
+            "--bump", "minor", "--changelog", "Added 100 new expressions", "--from-metadata",
+            "--score", "consistency=9.2", "--score", "prompt_flexibility=8.9", "--quiet",
+        )  # fmt: skip
+        _run("diff", "sarah", "1.0.0", "1.1.0", "--project", "brandx")
+        _run("promote", "sarah", "1.1.0", "--project", "brandx", "--reason", "better consistency")
+        _run("sync", "--comfyui", str(comfyui))
+        _run("rollback", "sarah", "--project", "brandx", "--reason", "faces drift at strength 1.0 in production")
+        _run("sync", "--comfyui", str(comfyui))
+        _run("sync", "--comfyui", str(comfyui), "--check")
+        _run("history", "sarah", "--project", "brandx")
+        _run("list")
+        _run("notes", "sarah", "--project", "brandx")
+        render.console.print("")
+        render.console.print(render.folder_tree(comfyui / "models" / "loras", "ComfyUI/models/loras"))
+        render.console.print(
+            "\nThe workflow keeps loading [bold]wanlora/brandx/character/sarah_high_noise.safetensors[/] and "
+            "[bold]sarah_low_noise.safetensors[/]; the rollback swapped their contents atomically and left "
+            "my_old_lora.safetensors alone."
+        )
+        render.console.print(f"\neverything is in {work}" + ("" if keep else " (a temporary folder)"))
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -1,0 +1,516 @@
+"""The ``wanlora`` command: parse, call one registry method, render. No rule lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from typer.core import TyperGroup
+
+from cli import render
+from registry.app import RegisterRequest, Wanlora
+from registry.errors import InvalidInput, WanloraError
+from registry.ingest import inspect_lora
+from registry.notes import training_notes
+from registry.settings import Settings
+from registry.sync import SyncReport, sync_comfyui, watch_comfyui
+from registry.wan import BASE_MODELS
+from registry.wan import base_model as lookup_base_model
+
+
+class _Group(TyperGroup):
+    """Turns registry errors into ``Type: message`` plus the fix, and a non-zero exit, for every command."""
+
+    def invoke(self, ctx: Any) -> Any:
+        try:
+            return super().invoke(ctx)
+        except WanloraError as exc:
+            render.err_console.print(f"[bold red]{type(exc).__name__}[/]: {exc.message}", highlight=False)
+            if exc.hint:
+                render.err_console.print(f"[dim]fix:[/] {exc.hint}", highlight=False)
+            raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
+
+
+app = typer.Typer(
+    cls=_Group,
+    help="Versioned registry and deployment manager for WAN 2.2 LoRA adapters.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(cls=_Group, help="Database schema: upgrade and status.", no_args_is_help=True)
+lora_app = typer.Typer(cls=_Group, help="Create and inspect LoRAs (the named adapters that own versions).")
+app.add_typer(db_app, name="db")
+app.add_typer(lora_app, name="lora")
+
+ProjectOpt = Annotated[
+    str | None, typer.Option("--project", "-p", help="Project (namespace); default $WANLORA_PROJECT or 'default'.")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+ReasonOpt = Annotated[str | None, typer.Option("--reason", "-r", help="Why; recorded in the event log.")]
+
+
+def _settings() -> Settings:
+    return Settings()
+
+
+@contextmanager
+def _open() -> Iterator[Wanlora]:
+    wl = Wanlora.from_settings(_settings())
+    try:
+        yield wl
+    finally:
+        wl.close()
+
+
+def _project(wl: Wanlora, project: str | None) -> str:
+    return project or wl.default_project
+
+
+def _split_ref(ref: str) -> tuple[str, str | None]:
+    name, _, version = ref.partition("@")
+    return name, version or None
+
+
+def _parse_scores(items: list[str] | None) -> dict[str, float]:
+    scores: dict[str, float] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise InvalidInput(f"score {item!r} is not NAME=VALUE", hint="e.g. --score consistency=9.2")
+        try:
+            scores[key.strip()] = float(value)
+        except ValueError:
+            raise InvalidInput(f"score {item!r}: {value!r} is not a number") from None
+    return scores
+
+
+@contextmanager
+def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=render.err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def update(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done)
+
+        yield update
+
+
+# -- database --------------------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Migrate the database to the schema this wanlora needs (back it up first)."""
+    with _open() as wl:
+        before, after = wl.db.upgrade()
+        if before == after:
+            render.console.print(f"database {wl.db.safe_url} already at revision {after}")
+        else:
+            render.console.print(f"database {wl.db.safe_url} upgraded: {before or 'empty'} → {after}")
+
+
+@db_app.command("status")
+def db_status(as_json: JsonOpt = False) -> None:
+    """Show the database's schema revision and the one this wanlora needs."""
+    with _open() as wl:
+        current, head = wl.db.current_revision(), wl.db.head_revision()
+        data = {"url": wl.db.safe_url, "current": current, "head": head, "up_to_date": current == head}
+        if as_json:
+            render.emit_json(data)
+        else:
+            state = "[green]up to date[/]" if current == head else "[yellow]run `wanlora db upgrade`[/]"
+            render.console.print(f"{data['url']}: revision {current or 'none'} (needs {head}) {state}")
+
+
+# -- LoRAs -----------------------------------------------------------------------------------------
+
+
+@lora_app.command("create")
+def lora_create(
+    name: Annotated[str, typer.Argument(help="LoRA name: a-z, 0-9, '_' and '-'.")],
+    category: Annotated[str, typer.Option("--category", "-c", help="character, style, motion or domain.")],
+    base_model: Annotated[str, typer.Option("--base-model", "-b", help=f"One of: {', '.join(BASE_MODELS)}.")],
+    trigger: Annotated[list[str] | None, typer.Option("--trigger", "-t", help="Trigger word (repeatable).")] = None,
+    description: Annotated[str, typer.Option("--description", "-d")] = "",
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create a LoRA in a project."""
+    with _open() as wl, wl.registry() as reg:
+        lora = reg.create_lora(
+            project=_project(wl, project),
+            name=name,
+            category=category,
+            base_model=base_model,
+            trigger_words=trigger or [],
+            description=description,
+        )
+    if as_json:
+        render.emit_json(lora)
+    else:
+        render.console.print(f"created {lora.project}/{lora.name} ({lora.category.value}, {lora.base_model})")
+
+
+# -- register and lifecycle ------------------------------------------------------------------------
+
+
+@app.command()
+def register(
+    file: Annotated[Path, typer.Argument(help="LoRA .safetensors (the high-noise expert for A14B models).")],
+    lora: Annotated[str, typer.Option("--lora", "-l", help="LoRA name.")],
+    changelog: Annotated[str, typer.Option("--changelog", "-m", help="What changed from the previous version.")],
+    version: Annotated[str | None, typer.Option("--version", "-v", help="Explicit semver, e.g. 1.2.0.")] = None,
+    bump: Annotated[str | None, typer.Option("--bump", help="major, minor or patch of the latest version.")] = None,
+    low_noise: Annotated[Path | None, typer.Option("--low-noise", help="Low-noise expert file (A14B).")] = None,
+    hyperparams: Annotated[Path | None, typer.Option("--hyperparams", help="JSON file of hyperparameters.")] = None,
+    from_metadata: Annotated[
+        bool, typer.Option("--from-metadata", help="Read hyperparameters and dataset facts from ss_*/modelspec.*.")
+    ] = False,
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="Dataset folder to fingerprint.")] = None,
+    dataset_hash: Annotated[str | None, typer.Option("--dataset-hash", help="Known dataset hash.")] = None,
+    score: Annotated[list[str] | None, typer.Option("--score", help="NAME=VALUE on 0-10 (repeatable).")] = None,
+    known_issues: Annotated[str, typer.Option("--known-issues")] = "",
+    parent: Annotated[str | None, typer.Option("--parent", help="Parent version (default: the latest).")] = None,
+    category: Annotated[str | None, typer.Option("--category", "-c", help="Creates the LoRA if new.")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", "-b", help="Creates the LoRA if new.")] = None,
+    trigger: Annotated[list[str] | None, typer.Option("--trigger", "-t", help="Trigger word if new.")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Register a LoRA file (or an A14B pair) as a new [yellow]testing[/] version.
+
+    The file is checked without torch (header bounds, LoRA structure, shapes against the base model,
+    NaN/Inf), converted to the canonical ComfyUI-loadable form and streamed into the store.
+    """
+    with _open() as wl:
+        req = RegisterRequest(
+            project=_project(wl, project),
+            lora=lora,
+            file=file,
+            changelog=changelog,
+            version=version,
+            bump=bump,
+            low_noise=low_noise,
+            hyperparams_file=hyperparams,
+            from_metadata=from_metadata,
+            dataset_dir=dataset,
+            dataset_hash=dataset_hash,
+            scores=_parse_scores(score),
+            known_issues=known_issues,
+            parent=parent,
+            category=category,
+            base_model=base_model,
+            trigger_words=tuple(trigger or ()),
+        )
+        with _byte_progress(not (quiet or as_json)) as progress:
+            result = wl.register(req, progress=progress)
+    if as_json:
+        render.emit_json(result)
+    else:
+        files = ", ".join(f"{f.role.value} {f.sha256[:12]}" for f in result.files)
+        render.console.print(f"registered {result.project}/{result.lora}@{result.version} [yellow]testing[/] ({files})")
+
+
+def _transition(action: Callable[..., Any], as_json: bool, message: Callable[[Any], str], **kwargs: Any) -> None:
+    with _open() as wl, wl.registry() as reg:
+        kwargs["project"] = _project(wl, kwargs.get("project"))
+        result = action(reg, **kwargs)
+    if as_json:
+        render.emit_json(result)
+    else:
+        render.console.print(message(result))
+
+
+@app.command()
+def promote(
+    name: Annotated[str, typer.Argument(help="LoRA name.")],
+    version: Annotated[str, typer.Argument(help="Version to make current.")],
+    reason: ReasonOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a testing version [green]current[/]; the old current becomes deprecated, atomically."""
+    _transition(
+        lambda reg, **kw: reg.promote(**kw),
+        as_json,
+        lambda v: f"{v.project}/{v.lora}@{v.version} is now [bold green]current[/]",
+        project=project,
+        name=name,
+        version=version,
+        reason=reason,
+    )
+
+
+@app.command()
+def rollback(
+    name: Annotated[str, typer.Argument(help="LoRA name.")],
+    reason: ReasonOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make the version that was current before current again; the rolled-back one is deprecated."""
+    _transition(
+        lambda reg, **kw: reg.rollback(**kw),
+        as_json,
+        lambda v: f"rolled back: {v.project}/{v.lora}@{v.version} is [bold green]current[/] again",
+        project=project,
+        name=name,
+        reason=reason,
+    )
+
+
+@app.command()
+def deprecate(
+    name: Annotated[str, typer.Argument(help="LoRA name.")],
+    version: Annotated[str, typer.Argument(help="Version to retire.")],
+    reason: ReasonOpt = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Retire a version (a deprecated current version leaves the LoRA with none)."""
+    _transition(
+        lambda reg, **kw: reg.deprecate(**kw),
+        as_json,
+        lambda v: f"{v.project}/{v.lora}@{v.version} is [dim]deprecated[/]",
+        project=project,
+        name=name,
+        version=version,
+        reason=reason,
+    )
+
+
+@app.command()
+def annotate(
+    ref: Annotated[str, typer.Argument(help="NAME@VERSION")],
+    score: Annotated[list[str] | None, typer.Option("--score", help="NAME=VALUE on 0-10 (repeatable).")] = None,
+    known_issues: Annotated[str | None, typer.Option("--known-issues")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record test scores or known issues on a version (an event in the log)."""
+    name, version = _split_ref(ref)
+    if version is None:
+        raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION")
+    _transition(
+        lambda reg, **kw: reg.annotate(**kw),
+        as_json,
+        lambda v: f"recorded on {v.project}/{v.lora}@{v.version}",
+        project=project,
+        name=name,
+        version=version,
+        scores=_parse_scores(score),
+        known_issues=known_issues,
+    )
+
+
+# -- reading ---------------------------------------------------------------------------------------
+
+
+@app.command("list")
+def list_(
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
+    category: Annotated[str | None, typer.Option("--category", "-c")] = None,
+    status: Annotated[str | None, typer.Option("--status", "-s", help="LoRAs with a version in it.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """List LoRAs with their current and latest versions."""
+    with _open() as wl, wl.registry(write=False) as reg:
+        rows = reg.list_loras(project=project, category=category, status=status)
+    if as_json:
+        render.emit_json(rows)
+    elif not rows:
+        render.console.print("no LoRAs yet: register one with `wanlora register FILE --lora NAME ...`")
+    else:
+        render.console.print(render.loras_table(rows))
+
+
+@app.command()
+def show(
+    ref: Annotated[str, typer.Argument(help="NAME or NAME@VERSION")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show a LoRA and its versions, or one version in full."""
+    name, version = _split_ref(ref)
+    with _open() as wl, wl.registry(write=False) as reg:
+        proj = _project(wl, project)
+        data: Any = (
+            reg.get_version(project=proj, name=name, version=version)
+            if version
+            else reg.get_lora(project=proj, name=name)
+        )
+    if as_json:
+        render.emit_json(data)
+    else:
+        render.console.print(render.version_view(data) if version else render.lora_view(data))
+
+
+@app.command()
+def history(
+    name: Annotated[str | None, typer.Argument(help="LoRA name (default: the whole project).")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n")] = None,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show the event log: who changed what, when, from what, to what, and why."""
+    with _open() as wl, wl.registry(write=False) as reg:
+        proj = _project(wl, project)
+        events = reg.history(project=proj, name=name, limit=limit)
+    if as_json:
+        render.emit_json(events)
+    else:
+        render.console.print(render.history_table(events, f"history of {proj}/{name or '*'}"))
+
+
+@app.command()
+def diff(
+    name: Annotated[str, typer.Argument(help="LoRA name.")],
+    old: Annotated[str, typer.Argument(help="Older version.")],
+    new: Annotated[str, typer.Argument(help="Newer version.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compare two versions: hyperparameters, dataset, scores, files and changelog."""
+    with _open() as wl, wl.registry(write=False) as reg:
+        result = reg.diff(project=_project(wl, project), name=name, old=old, new=new)
+    if as_json:
+        render.emit_json(result)
+    else:
+        render.console.print(render.diff_table(result))
+
+
+@app.command()
+def notes(
+    name: Annotated[str, typer.Argument(help="LoRA name.")],
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here (e.g. training_notes.md).")] = None,
+    project: ProjectOpt = None,
+) -> None:
+    """Write the version log as training_notes.md (the guide's form; newest first, current marked)."""
+    with _open() as wl, wl.registry(write=False) as reg:
+        text = training_notes(reg.get_lora(project=_project(wl, project), name=name))
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        render.console.print(f"wrote {output}")
+
+
+@app.command()
+def inspect(
+    file: Annotated[Path, typer.Argument(help="A LoRA .safetensors file.")],
+    base_model: Annotated[str | None, typer.Option("--base-model", "-b", help="Check shapes against it.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check a LoRA file without registering it (format, rank, alpha, modules, metadata)."""
+    ins = inspect_lora(file, lookup_base_model(base_model) if base_model else None)
+    data = {
+        "file": str(file),
+        "source_format": ins.source_format.value,
+        "rank": ins.rank,
+        "alpha": ins.alpha,
+        "dtype": ins.dtype,
+        "modules": len(ins.modules),
+        "target_modules": ins.target_modules,
+        "metadata": ins.metadata,
+    }
+    if as_json:
+        render.emit_json(data)
+    else:
+        for key, value in data.items():
+            shown = json.dumps(value) if isinstance(value, dict | list) else value
+            render.console.print(f"[bold]{key}[/]: {shown}", highlight=False)
+
+
+# -- ComfyUI sync ----------------------------------------------------------------------------------
+
+
+@app.command()
+def sync(
+    comfyui: Annotated[Path, typer.Option("--comfyui", help="The ComfyUI folder.")],
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Also keep NAME@VERSION files of current versions.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Report drift, change nothing (exit 1 on drift).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Hash every file instead of trusting size+mtime.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep running; apply promotions and rollbacks.")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="Watch poll interval, seconds.")] = 0.2,
+    as_json: JsonOpt = False,
+) -> None:
+    """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
+    if check and watch:
+        raise InvalidInput("--check and --watch do not go together")
+    with _open() as wl:
+
+        def fetch() -> tuple[int, list[Any]]:
+            with wl.registry(write=False) as reg:
+                return reg.last_event_id(), reg.current_targets(project=project)
+
+        def last_change() -> int:
+            with wl.registry(write=False) as reg:
+                return reg.last_event_id()
+
+        def show(report: SyncReport) -> None:
+            if as_json:
+                render.emit_json(report.as_dict())
+                sys.stdout.flush()
+            else:
+                render.console.print(render.sync_summary(report))
+                if report.copied or report.removed or report.drift:
+                    render.console.print(render.drift_table(report))
+
+        def apply(targets: list[Any]) -> SyncReport:
+            with _byte_progress(not (as_json or watch)) as progress:
+                return sync_comfyui(
+                    targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress
+                )
+
+        if watch:
+            render.err_console.print(f"watching the registry; syncing {comfyui} (Ctrl-C to stop)")
+            stop = threading.Event()
+            try:
+                watch_comfyui(fetch, last_change, apply, interval=interval, stop=stop, on_sync=show)
+            except KeyboardInterrupt:
+                stop.set()
+            return
+        report = apply(fetch()[1])
+        show(report)
+        if check and report.drift:
+            raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    keep: Annotated[Path | None, typer.Option("--keep", help="Use this folder instead of a throwaway one.")] = None,
+) -> None:
+    """Walk through the whole flow on a throwaway $WANLORA_HOME: register, promote, sync, roll back."""
+    from cli.demo import run_demo
+
+    run_demo(keep)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""Rendering for the CLI: rich tables for people, JSON for scripts. No rules live here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from rich.tree import Tree
+
+from registry.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+from registry.sync import SyncReport
+
+console = Console()
+err_console = Console(stderr=True)
+
+STATUS_STYLE = {"current": "bold green", "testing": "yellow", "deprecated": "dim"}
+
+
+def emit_json(data: Any) -> None:
+    if isinstance(data, BaseModel):
+        data = data.model_dump(mode="json")
+    elif isinstance(data, list):
+        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, '')}]{status}[/]"
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def loras_table(rows: Iterable[LoraSummary]) -> Table:
+    table = Table(title="LoRAs", header_style="bold")
+    for col in ("project", "name", "category", "base model", "current", "latest", "versions"):
+        table.add_column(col)
+    for r in rows:
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(r.statuses.items()))
+        table.add_row(
+            r.project,
+            r.name,
+            r.category.value,
+            r.base_model,
+            f"[bold green]{r.current_version}[/]" if r.current_version else "[dim]—[/]",
+            r.latest_version or "—",
+            f"{r.version_count} ({counts})" if counts else "0",
+        )
+    return table
+
+
+def lora_view(lora: LoraPublic) -> Table:
+    table = Table(
+        title=f"{lora.project}/{lora.name} · {lora.category.value} · {lora.base_model}",
+        caption=(f"trigger words: {', '.join(lora.trigger_words)}" if lora.trigger_words else None),
+        header_style="bold",
+    )
+    for col in ("version", "status", "created", "by", "rank", "files", "scores", "changelog"):
+        table.add_column(col, overflow="fold")
+    for v in reversed(lora.versions):
+        table.add_row(
+            v.version,
+            _status(v.status.value),
+            v.created_at.strftime("%Y-%m-%d %H:%M"),
+            v.created_by,
+            str(v.files[0].rank) if v.files else "",
+            " + ".join(f"{f.role.value} {_size(f.size)}" for f in v.files),
+            ", ".join(f"{k} {s:g}" for k, s in sorted(v.scores.items())),
+            v.changelog,
+        )
+    return table
+
+
+def version_view(v: VersionPublic) -> Table:
+    table = Table(title=f"{v.project}/{v.lora}@{v.version}", show_header=False, header_style="bold")
+    table.add_column("field", style="bold")
+    table.add_column("value", overflow="fold")
+    table.add_row("status", _status(v.status.value))
+    table.add_row("changelog", v.changelog)
+    table.add_row("parent", v.parent_version or "—")
+    table.add_row("created", f"{v.created_at:%Y-%m-%d %H:%M} by {v.created_by}")
+    table.add_row("trained", f"{v.training_date:%Y-%m-%d}" if v.training_date else "—")
+    table.add_row("dataset", f"{v.dataset_hash or '—'} {json.dumps(v.dataset_summary) if v.dataset_summary else ''}")
+    table.add_row("hyperparameters", json.dumps(v.hyperparameters) if v.hyperparameters else "—")
+    table.add_row("scores", ", ".join(f"{k} {s:g}" for k, s in sorted(v.scores.items())) or "—")
+    table.add_row("known issues", v.known_issues or "—")
+    for f in v.files:
+        table.add_row(
+            f"file {f.role.value}",
+            f"sha256 {f.sha256}\npayload {f.payload_sha256}\n{_size(f.size)}, rank {f.rank}, alpha {f.alpha:g}, "
+            f"{f.dtype}, {f.module_count} modules ({', '.join(f.target_modules)})\n"
+            f"from {f.source_format} file {f.source_sha256[:16]}…",
+        )
+    return table
+
+
+def history_table(events: Iterable[EventPublic], title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    for col in ("#", "when (UTC)", "actor", "event", "version", "status", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in events:
+        change = f"{e.from_status or '·'} → {e.to_status}" if e.to_status else ""
+        table.add_row(
+            str(e.seq),
+            e.at.strftime("%Y-%m-%d %H:%M:%S"),
+            e.actor,
+            e.kind,
+            e.version or "",
+            change,
+            e.reason or "",
+        )
+    return table
+
+
+def diff_table(d: VersionDiff) -> Table:
+    table = Table(title=f"{d.project}/{d.lora}: {d.old} → {d.new}", header_style="bold")
+    for col in ("section", "key", d.old, d.new):
+        table.add_column(col, overflow="fold")
+    sections = {"hyperparameters": d.hyperparameters, "dataset": d.dataset, "scores": d.scores, "files": d.files}
+    for section, changes in sections.items():
+        for key, change in changes.items():
+            table.add_row(section, key, _fmt(change.old), _fmt(change.new))
+    table.add_row("status", "", d.status.old, d.status.new)
+    table.add_row("changelog", "", d.changelog.old, d.changelog.new)
+    return table
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "[dim]—[/]"
+    return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def sync_summary(report: SyncReport) -> str:
+    if report.checked:
+        if not report.drift:
+            return f"[green]in step[/]: {len(report.unchanged)} file(s) match the registry in {report.loras_dir}"
+        parts = [
+            f"{name} {len(items)}"
+            for name, items in (
+                ("missing", report.missing),
+                ("modified", report.modified),
+                ("outdated", report.outdated),
+                ("stale", report.stale),
+                ("unknown", report.unknown),
+                ("conflicts", report.conflicts),
+            )
+            if items
+        ]
+        return f"[yellow]drift[/]: {', '.join(parts)}"
+    text = (
+        f"copied {len(report.copied)} ({_size(report.bytes_copied)}), removed {len(report.removed)}, "
+        f"unchanged {len(report.unchanged)}"
+    )
+    if report.conflicts:
+        text += f", [red]left alone {len(report.conflicts)} unmanaged file(s) in the way[/]"
+    return text
+
+
+def drift_table(report: SyncReport) -> Table:
+    table = Table(header_style="bold")
+    table.add_column("state")
+    table.add_column("file", overflow="fold")
+    states = (
+        ("missing", "modified", "outdated", "stale", "unknown", "conflicts")
+        if report.checked
+        else ("copied", "removed", "conflicts")
+    )
+    for state in states:
+        for rel in getattr(report, state):
+            table.add_row(state, rel)
+    return table
+
+
+def folder_tree(root: Any, label: str) -> Tree:
+    tree = Tree(label)
+
+    def add(node: Tree, path: Any) -> None:
+        for child in sorted(path.iterdir()):
+            if child.is_dir():
+                add(node.add(f"[bold]{child.name}/[/]"), child)
+            else:
+                node.add(f"{child.name} [dim]({_size(child.stat().st_size)})[/]")
+
+    add(tree, root)
+    return tree
