@@ -66,7 +66,7 @@ def _status(v: VersionPublic, lora: LoraPublic) -> tuple[str, str]:
         return "DEPRECATED", "Deprecated"
     if order.index(current) > order.index(v.version):
         return "DEPRECATED", f"Superseded by v{current}"
-    return "DEPRECATED", f"Deprecated (rolled back to v{current})"
+    return "DEPRECATED", f"Deprecated (current is v{current})"
 
 
 def training_notes(lora: LoraPublic) -> str:

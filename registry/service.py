@@ -456,6 +456,13 @@ class RegistryService:
         self._set_status(lora, row, Status.CURRENT, "promoted", reason, replaced=old.version if old else None)
         return self.get_version(project=project, name=name, version=row.version)
 
+    def _events(self, lora: Lora) -> list[Event]:
+        return list(self.session.exec(select(Event).where(Event.lora_id == lora.id).order_by(col(Event.seq))).all())
+
+    def _retired(self, lora: Lora, events: list[Event] | None = None) -> set[int | None]:
+        """Versions taken out of service on purpose (rolled back or deprecated): never rollback targets."""
+        return {e.version_id for e in (events or self._events(lora)) if e.kind in ("rolled_back", "deprecated")}
+
     def rollback(self, *, project: str, name: str, reason: str | None = None) -> VersionPublic:
         """Make the version that was current before the current one current again.
 
@@ -463,9 +470,9 @@ class RegistryService:
         or deprecated on purpose are skipped, so repeated rollbacks walk further back in time.
         """
         _, lora = self._lora(project, name, lock=True)
-        events = self.session.exec(select(Event).where(Event.lora_id == lora.id).order_by(col(Event.seq))).all()
+        events = self._events(lora)
         current = self._current(lora)
-        retired = {e.version_id for e in events if e.kind in ("rolled_back", "deprecated")}
+        retired = self._retired(lora, events)
         held = [e.version_id for e in events if e.to_status == Status.CURRENT.value]
         skip = retired | ({current.id} if current else set())
         target_id = next((vid for vid in reversed(held) if vid not in skip), None)
@@ -491,7 +498,9 @@ class RegistryService:
     def deprecate(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
         _, lora = self._lora(project, name, lock=True)
         row = self._version(lora, version, project)
-        if row.status == Status.DEPRECATED.value:
+        # A superseded version is deprecated but still a rollback target; deprecating it on purpose
+        # retires it for good. Only a version already retired is refused.
+        if row.status == Status.DEPRECATED.value and row.id in self._retired(lora):
             raise Conflict(f"{project}/{name}@{row.version} is already deprecated")
         self._set_status(lora, row, Status.DEPRECATED, "deprecated", reason)
         return self.get_version(project=project, name=name, version=row.version)

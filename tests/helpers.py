@@ -1,0 +1,35 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from registry.app import RegisterRequest, Wanlora
+from registry.schemas import VersionPublic
+from registry.synth import synth_lora
+
+SINGLE = "wan2.2-ti2v-5b"  # one expert: one file per version
+PAIR = "wan2.2-t2v-a14b"  # two experts: a high/low-noise pair per version
+
+
+def make(tmp: Path, name: str, **kw: Any) -> Path:
+    kw.setdefault("base_model", SINGLE)
+    return synth_lora(tmp / f"{name}.safetensors", **kw)
+
+
+def register(
+    wl: Wanlora, tmp: Path, *, lora: str = "sarah", version: str | None = "1.0.0", seed: int = 0, **kw: Any
+) -> VersionPublic:
+    file = kw.pop("file", None) or make(tmp, f"{lora}-{seed}", seed=seed)
+    req = RegisterRequest(
+        project=kw.pop("project", "default"),
+        lora=lora,
+        file=file,
+        changelog=kw.pop("changelog", f"seed {seed}"),
+        version=version,
+        category=kw.pop("category", "character"),
+        base_model=kw.pop("base_model", SINGLE),
+        **kw,
+    )
+    return wl.register(req)
