@@ -1,0 +1,97 @@
+"""Every supported key format lands as the same canonical, ComfyUI-loadable file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors import safe_open
+from safetensors.numpy import load_file, save_file
+
+from registry.ingest import ingest_lora, inspect_lora
+from registry.storage import LocalStore
+from registry.synth import synth_lora
+from registry.wan import BASE_MODELS, KeyFormat, LoraPart, parse_key
+
+
+@pytest.mark.parametrize(
+    ("key", "module", "part", "fmt"),
+    [
+        ("lora_unet_blocks_0_self_attn_q.lora_down.weight", "blocks.0.self_attn.q", "A", "kohya"),
+        ("lora_unet_blocks_12_cross_attn_k_img.lora_up.weight", "blocks.12.cross_attn.k_img", "B", "kohya"),
+        ("lora_unet_blocks_3_ffn_2.alpha", "blocks.3.ffn.2", "alpha", "kohya"),
+        ("lora_unet_head_head.lora_down.weight", "head.head", "A", "kohya"),
+        ("diffusion_model.blocks.0.self_attn.q.lora_A.weight", "blocks.0.self_attn.q", "A", "diffusion-pipe"),
+        ("diffusion_model.time_projection.1.lora_B.weight", "time_projection.1", "B", "diffusion-pipe"),
+        ("transformer.blocks.0.attn1.to_q.lora_A.weight", "blocks.0.self_attn.q", "A", "diffusers"),
+        ("transformer.blocks.1.attn1.to_out.0.lora_B.weight", "blocks.1.self_attn.o", "B", "diffusers"),
+        ("transformer.blocks.1.attn2.to_k.lora_A.weight", "blocks.1.cross_attn.k", "A", "diffusers"),
+        ("transformer.blocks.1.attn2.add_k_proj.lora_A.weight", "blocks.1.cross_attn.k_img", "A", "diffusers"),
+        ("transformer.blocks.1.attn2.add_v_proj.lora_B.weight", "blocks.1.cross_attn.v_img", "B", "diffusers"),
+        ("transformer.blocks.2.ffn.net.0.proj.lora_A.weight", "blocks.2.ffn.0", "A", "diffusers"),
+        ("transformer.blocks.2.ffn.net.2.lora_B.weight", "blocks.2.ffn.2", "B", "diffusers"),
+        ("transformer.proj_out.lora_A.weight", "head.head", "A", "diffusers"),
+        ("transformer.condition_embedder.time_proj.lora_A.weight", "time_projection.1", "A", "diffusers"),
+        ("base_model.model.blocks.0.attn1.to_v.lora_B.weight", "blocks.0.self_attn.v", "B", "diffusers"),
+    ],
+)
+def test_key_mapping(key: str, module: str, part: str, fmt: str) -> None:
+    got_fmt, got_module, got_part = parse_key(key)
+    assert (got_fmt.value, got_module, got_part) == (fmt, module, LoraPart(part))
+
+
+def test_formats_converge_on_one_canonical_payload(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    base = BASE_MODELS["wan2.2-t2v-a14b"]
+    targets = ("self_attn.q", "self_attn.o", "cross_attn.v", "ffn.0", "ffn.2")
+    payloads, files = set(), []
+    for fmt in KeyFormat:
+        src = synth_lora(tmp_path / f"{fmt.value}.safetensors", fmt=fmt, seed=3, targets=targets, dtype="BF16")
+        assert inspect_lora(src, base).source_format is fmt
+        ingested = ingest_lora(src, store, base=base)
+        payloads.add(ingested.payload_sha256)
+        files.append(store.path(ingested.sha256))
+        assert ingested.source_format == fmt.value and ingested.rank == 4 and ingested.alpha == 4.0
+    assert len(payloads) == 1
+    # The stored file is plain safetensors that the reference implementation reads, with the keys
+    # ComfyUI's native loader maps for Wan: diffusion_model.<module>.lora_A/B.weight and .alpha.
+    with safe_open(str(files[0]), framework="numpy") as f:
+        keys = set(f.keys())
+        meta = f.metadata()
+    assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in keys
+    assert "diffusion_model.blocks.1.ffn.2.lora_B.weight" in keys
+    assert "diffusion_model.blocks.0.cross_attn.v.alpha" in keys
+    assert meta["wanlora.format"] == "canonical-v1"
+    assert all(k.startswith("diffusion_model.blocks.") for k in keys)
+
+
+def test_canonical_tensors_equal_source_tensors(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((8, 3072)).astype(np.float16)
+    b = rng.standard_normal((3072, 8)).astype(np.float16)
+    src = tmp_path / "peft.safetensors"
+    save_file({"transformer.blocks.5.attn1.to_k.lora_A.weight": a, "transformer.blocks.5.attn1.to_k.lora_B.weight": b}, str(src))
+    store = LocalStore(tmp_path / "store")
+    ingested = ingest_lora(src, store, base=BASE_MODELS["wan2.2-ti2v-5b"])
+    out = load_file(str(store.path(ingested.sha256)))
+    assert np.array_equal(out["diffusion_model.blocks.5.self_attn.k.lora_A.weight"], a)
+    assert np.array_equal(out["diffusion_model.blocks.5.self_attn.k.lora_B.weight"], b)
+    assert out["diffusion_model.blocks.5.self_attn.k.alpha"] == np.float32(8)  # no alpha means scale 1: alpha = rank
+
+
+def test_kohya_alpha_and_metadata_are_kept(tmp_path: Path) -> None:
+    src = synth_lora(tmp_path / "k.safetensors", base_model="wan2.2-ti2v-5b", alpha=2.0, metadata={"ss_network_dim": "4"})
+    store = LocalStore(tmp_path / "store")
+    ingested = ingest_lora(src, store, base=BASE_MODELS["wan2.2-ti2v-5b"])
+    assert ingested.alpha == 2.0
+    with safe_open(str(store.path(ingested.sha256)), framework="numpy") as f:
+        assert f.metadata()["ss_network_dim"] == "4"
+        assert f.get_tensor("diffusion_model.blocks.0.self_attn.q.alpha") == np.float32(2.0)
+
+
+def test_image_cross_attention_only_where_the_model_has_it(tmp_path: Path) -> None:
+    src = synth_lora(tmp_path / "i2v.safetensors", base_model="wan2.1-i2v-14b", targets=("cross_attn.k_img",))
+    assert inspect_lora(src, BASE_MODELS["wan2.1-i2v-14b"]).target_modules == ["cross_attn.k_img"]
+    with pytest.raises(Exception, match="has no module"):
+        inspect_lora(src, BASE_MODELS["wan2.2-i2v-a14b"])
