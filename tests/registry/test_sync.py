@@ -1,0 +1,197 @@
+"""ComfyUI sync: layout, ownership, drift, idempotence, extra_model_paths.yaml and --watch."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from registry.app import Wanlora
+from registry.errors import InvalidInput
+from registry.sync import MANIFEST, SyncReport, loras_dir, sync_comfyui, watch_comfyui
+from tests.helpers import PAIR, make, register
+
+
+def do_sync(wl: Wanlora, comfy: Path, **kw: object) -> SyncReport:
+    with wl.registry(write=False) as reg:
+        targets = reg.current_targets(project=kw.get("project"))  # type: ignore[arg-type]
+    return sync_comfyui(targets, wl.store, comfy, **kw)  # type: ignore[arg-type]
+
+
+def promote(wl: Wanlora, name: str, version: str, project: str = "default") -> None:
+    with wl.registry() as reg:
+        reg.promote(project=project, name=name, version=version)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def comfy(tmp_path: Path) -> Path:
+    root = tmp_path / "ComfyUI"
+    (root / "models" / "loras").mkdir(parents=True)
+    return root
+
+
+def test_stable_names_follow_promotions_and_rollbacks(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    v1 = register(wl, tmp_path, version="1.0.0", seed=1)
+    v2 = register(wl, tmp_path, version="1.1.0", seed=2)
+    target = comfy / "models/loras/wanlora/default/character/sarah.safetensors"
+    assert do_sync(wl, comfy).copied == []  # nothing current yet
+    promote(wl, "sarah", "1.0.0")
+    report = do_sync(wl, comfy)
+    assert report.copied == ["default/character/sarah.safetensors"] and sha(target) == v1.files[0].sha256
+    promote(wl, "sarah", "1.1.0")
+    assert do_sync(wl, comfy).outdated == ["default/character/sarah.safetensors"]
+    assert sha(target) == v2.files[0].sha256
+    with wl.registry() as reg:
+        reg.rollback(project="default", name="sarah")
+    do_sync(wl, comfy)
+    assert sha(target) == v1.files[0].sha256
+
+
+def test_pairs_and_pins(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    high, low = make(tmp_path, "h", base_model=PAIR, seed=1), make(tmp_path, "l", base_model=PAIR, seed=2)
+    register(wl, tmp_path, lora="hero", base_model=PAIR, category="style", file=high, low_noise=low, version="2.0.0")
+    promote(wl, "hero", "2.0.0")
+    report = do_sync(wl, comfy, pin=True)
+    assert sorted(report.copied) == [
+        "default/style/hero@2.0.0_high_noise.safetensors",
+        "default/style/hero@2.0.0_low_noise.safetensors",
+        "default/style/hero_high_noise.safetensors",
+        "default/style/hero_low_noise.safetensors",
+    ]
+
+
+def test_nothing_changed_copies_nothing(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    register(wl, tmp_path)
+    promote(wl, "sarah", "1.0.0")
+    do_sync(wl, comfy)
+    manifest = (comfy / "models/loras/wanlora" / MANIFEST).stat().st_mtime_ns
+    again = do_sync(wl, comfy)
+    assert again.copied == [] and again.removed == [] and again.unchanged == ["default/character/sarah.safetensors"]
+    assert (comfy / "models/loras/wanlora" / MANIFEST).stat().st_mtime_ns == manifest
+
+
+def test_unmanaged_files_are_never_touched(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    mine = comfy / "models/loras/sarah_v3_final2.safetensors"
+    mine.write_bytes(b"hand made")
+    squatter = comfy / "models/loras/wanlora/default/character/sarah.safetensors"
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"someone else's")
+    register(wl, tmp_path)
+    promote(wl, "sarah", "1.0.0")
+    report = do_sync(wl, comfy)
+    assert report.conflicts == ["default/character/sarah.safetensors"] and report.copied == []
+    assert squatter.read_bytes() == b"someone else's" and mine.read_bytes() == b"hand made"
+
+
+def test_lora_without_current_is_removed(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    register(wl, tmp_path)
+    promote(wl, "sarah", "1.0.0")
+    do_sync(wl, comfy)
+    with wl.registry() as reg:
+        reg.deprecate(project="default", name="sarah", version="1.0.0", reason="recall")
+    report = do_sync(wl, comfy)
+    assert report.removed == ["default/character/sarah.safetensors"]
+    assert not (comfy / "models/loras/wanlora/default").exists()  # empty folders pruned
+
+
+def test_check_reports_drift_and_changes_nothing(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    register(wl, tmp_path, lora="a", seed=1)
+    register(wl, tmp_path, lora="b", seed=2)
+    promote(wl, "a", "1.0.0")
+    promote(wl, "b", "1.0.0")
+    do_sync(wl, comfy)
+    root = comfy / "models/loras/wanlora"
+    (root / "default/character/a.safetensors").unlink()
+    b = root / "default/character/b.safetensors"
+    b.chmod(0o644)
+    b.write_bytes(b"tampered")
+    (root / "default/character/stray.safetensors").write_bytes(b"?")
+    report = do_sync(wl, comfy, check=True)
+    assert report.drift
+    assert report.missing == ["default/character/a.safetensors"]
+    assert report.modified == ["default/character/b.safetensors"]
+    assert report.unknown == ["default/character/stray.safetensors"]
+    assert b.read_bytes() == b"tampered" and not (root / "default/character/a.safetensors").exists()
+    fixed = do_sync(wl, comfy)
+    assert sorted(fixed.copied) == ["default/character/a.safetensors", "default/character/b.safetensors"]
+    assert not do_sync(wl, comfy, check=True).missing
+
+
+def test_project_scope(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    register(wl, tmp_path, project="p1", lora="x", seed=1)
+    register(wl, tmp_path, project="p2", lora="y", seed=2)
+    promote(wl, "x", "1.0.0", project="p1")
+    promote(wl, "y", "1.0.0", project="p2")
+    do_sync(wl, comfy)
+    report = do_sync(wl, comfy, project="p1")
+    assert report.removed == [] and report.unchanged == ["p1/character/x.safetensors"]
+
+
+def test_extra_model_paths_yaml_is_honoured(tmp_path: Path, comfy: Path, wl: Wanlora) -> None:
+    shared = tmp_path / "shared-models"
+    (comfy / "extra_model_paths.yaml").write_text(
+        f"a111:\n  base_path: /nonexistent\n  checkpoints: models/Stable-diffusion\n"
+        f"comfyui:\n  base_path: {shared}\n  is_default: true\n  loras: |\n    models/loras\n    other/loras\n"
+    )
+    assert loras_dir(comfy) == shared / "models/loras"
+    register(wl, tmp_path)
+    promote(wl, "sarah", "1.0.0")
+    do_sync(wl, comfy)
+    assert (shared / "models/loras/wanlora/default/character/sarah.safetensors").is_file()
+    (comfy / "extra_model_paths.yaml").write_text("a: [unclosed")
+    with pytest.raises(InvalidInput, match="not valid YAML"):
+        loras_dir(comfy)
+
+
+def test_damaged_manifest_is_a_clear_error(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    root = comfy / "models/loras/wanlora"
+    root.mkdir(parents=True)
+    (root / MANIFEST).write_text("{broken")
+    with pytest.raises(InvalidInput, match="damaged"):
+        do_sync(wl, comfy)
+
+
+def test_watch_applies_a_rollback_within_a_second(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
+    v1 = register(wl, tmp_path, version="1.0.0", seed=1)
+    register(wl, tmp_path, version="1.1.0", seed=2)
+    promote(wl, "sarah", "1.0.0")
+    promote(wl, "sarah", "1.1.0")
+    target = comfy / "models/loras/wanlora/default/character/sarah.safetensors"
+
+    def fetch() -> tuple[int, list]:
+        with wl.registry(write=False) as reg:
+            return reg.last_event_id(), reg.current_targets()
+
+    def last() -> int:
+        with wl.registry(write=False) as reg:
+            return reg.last_event_id()
+
+    stop = threading.Event()
+    synced = threading.Event()
+    thread = threading.Thread(
+        target=watch_comfyui,
+        args=(fetch, last, lambda t: sync_comfyui(t, wl.store, comfy)),
+        kwargs={"interval": 0.05, "stop": stop, "on_sync": lambda r: synced.set()},
+        daemon=True,
+    )
+    thread.start()
+    try:
+        assert synced.wait(5)
+        with wl.registry() as reg:
+            reg.rollback(project="default", name="sarah", reason="bad")
+        started = time.monotonic()
+        while time.monotonic() - started < 1.0:
+            if target.exists() and sha(target) == v1.files[0].sha256:
+                break
+            time.sleep(0.01)
+        assert sha(target) == v1.files[0].sha256, "rollback not applied within 1 s"
+    finally:
+        stop.set()
+        thread.join(5)
