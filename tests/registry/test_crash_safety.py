@@ -63,7 +63,9 @@ def run_and_kill(db: Database, store: LocalStore, mode: str, arg: Path) -> None:
     proc.wait(10)
 
 
-def test_register_killed_mid_write_leaves_no_version(wl: Wanlora, db: Database, store: LocalStore, tmp_path: Path) -> None:
+def test_register_killed_mid_write_leaves_no_version(
+    wl: Wanlora, db: Database, store: LocalStore, tmp_path: Path
+) -> None:
     register(wl, tmp_path, version="1.0.0", seed=1)
     big = make(tmp_path, "big", seed=2, **BIG)
     run_and_kill(db, store, "register", big)
@@ -76,7 +78,9 @@ def test_register_killed_mid_write_leaves_no_version(wl: Wanlora, db: Database, 
     assert register(wl, tmp_path, version="2.0.0", file=big).version == "2.0.0"
 
 
-def test_sync_killed_mid_copy_leaves_old_or_new_file(wl: Wanlora, db: Database, store: LocalStore, tmp_path: Path) -> None:
+def test_sync_killed_mid_copy_leaves_old_or_new_file(
+    wl: Wanlora, db: Database, store: LocalStore, tmp_path: Path
+) -> None:
     comfy = tmp_path / "ComfyUI"
     old = register(wl, tmp_path, version="1.0.0", seed=1, file=make(tmp_path, "old", seed=1, **BIG))
     new = register(wl, tmp_path, version="1.1.0", seed=2, file=make(tmp_path, "new", seed=2, **BIG))

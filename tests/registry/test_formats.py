@@ -71,7 +71,10 @@ def test_canonical_tensors_equal_source_tensors(tmp_path: Path) -> None:
     a = rng.standard_normal((8, 3072)).astype(np.float16)
     b = rng.standard_normal((3072, 8)).astype(np.float16)
     src = tmp_path / "peft.safetensors"
-    save_file({"transformer.blocks.5.attn1.to_k.lora_A.weight": a, "transformer.blocks.5.attn1.to_k.lora_B.weight": b}, str(src))
+    save_file(
+        {"transformer.blocks.5.attn1.to_k.lora_A.weight": a, "transformer.blocks.5.attn1.to_k.lora_B.weight": b},
+        str(src),
+    )
     store = LocalStore(tmp_path / "store")
     ingested = ingest_lora(src, store, base=BASE_MODELS["wan2.2-ti2v-5b"])
     out = load_file(str(store.path(ingested.sha256)))
@@ -81,7 +84,9 @@ def test_canonical_tensors_equal_source_tensors(tmp_path: Path) -> None:
 
 
 def test_kohya_alpha_and_metadata_are_kept(tmp_path: Path) -> None:
-    src = synth_lora(tmp_path / "k.safetensors", base_model="wan2.2-ti2v-5b", alpha=2.0, metadata={"ss_network_dim": "4"})
+    src = synth_lora(
+        tmp_path / "k.safetensors", base_model="wan2.2-ti2v-5b", alpha=2.0, metadata={"ss_network_dim": "4"}
+    )
     store = LocalStore(tmp_path / "store")
     ingested = ingest_lora(src, store, base=BASE_MODELS["wan2.2-ti2v-5b"])
     assert ingested.alpha == 2.0

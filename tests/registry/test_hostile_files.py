@@ -32,7 +32,10 @@ def _good(tmp: Path) -> Path:
 
 
 CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
-    "huge header": (lambda t: raw(t / "x.safetensors", b"{}", prefix=(200 * 2**20).to_bytes(8, "little")), "over the 100 MB"),
+    "huge header": (
+        lambda t: raw(t / "x.safetensors", b"{}", prefix=(200 * 2**20).to_bytes(8, "little")),
+        "over the 100 MB",
+    ),
     "too short": (lambda t: (t / "x.safetensors").write_bytes(b"abc") and t / "x.safetensors", "too short"),
     "header past end": (lambda t: raw(t / "x.safetensors", b"{}", prefix=(5000).to_bytes(8, "little")), "truncated"),
     "not json": (lambda t: raw(t / "x.safetensors", b"\xff\xfenot json"), "not valid JSON"),
@@ -46,33 +49,43 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
         "ends at byte",
     ),
     "overlap": (
-        lambda t: raw(
-            t / "x.safetensors", {"a": tensor("F16", [2], 0, 4), "b": tensor("F16", [2], 2, 6)}, b"\0" * 6
-        ),
+        lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [2], 0, 4), "b": tensor("F16", [2], 2, 6)}, b"\0" * 6),
         "overlaps",
     ),
     "hole": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [2], 4, 8)}, b"\0" * 8), "hole"),
     "size mismatch": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [3], 0, 4)}, b"\0" * 4), "needs 6"),
     "trailing bytes": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [2], 0, 4)}, b"\0" * 9), "holds 9"),
     "duplicate key": (
-        lambda t: raw(t / "x.safetensors", b'{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},'
-                      b'"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}', b"\0\0"),
+        lambda t: raw(
+            t / "x.safetensors",
+            b'{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},'
+            b'"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}',
+            b"\0\0",
+        ),
         "twice",
-    ),  # fmt: skip
+    ),
     "truncated data": (lambda t: _truncate(make(t, "trunc")), "truncated"),
     "no tensors": (lambda t: raw(t / "x.safetensors", {}), "no tensors"),
     "not a lora key": (
-        lambda t: raw(t / "x.safetensors", {"model.diffusion_model.input_blocks.0.weight": tensor("F16", [1], 0, 2)}, b"\0\0"),
+        lambda t: raw(
+            t / "x.safetensors", {"model.diffusion_model.input_blocks.0.weight": tensor("F16", [1], 0, 2)}, b"\0\0"
+        ),
         "not a LoRA weight",
     ),
     "pickle by suffix": (lambda t: (t / "x.ckpt").write_bytes(b"anything") and t / "x.ckpt", "pickled"),
-    "pickle by content": (lambda t: (t / "x.safetensors").write_bytes(pickle.dumps({"a": 1})) and t / "x.safetensors", "pickled"),
+    "pickle by content": (
+        lambda t: (t / "x.safetensors").write_bytes(pickle.dumps({"a": 1})) and t / "x.safetensors",
+        "pickled",
+    ),
     "torch zip": (lambda t: _zip(t / "model.safetensors"), "pickled"),
     "nan f16": (lambda t: make(t, "nan", poison="nan"), "NaN or infinite"),
     "inf f32": (lambda t: make(t, "inf", poison="inf", dtype="F32"), "NaN or infinite"),
     "nan bf16": (lambda t: make(t, "nanbf", poison="nan", dtype="BF16"), "NaN or infinite"),
     "wrong base model": (lambda t: make(t, "big", base_model="wan2.2-t2v-a14b"), "trained for another base model"),
-    "block beyond model": (lambda t: make(t, "deep", blocks=range(30, 31), base_model="wan2.1-t2v-14b"), "has no module"),
+    "block beyond model": (
+        lambda t: make(t, "deep", blocks=range(30, 31), base_model="wan2.1-t2v-14b"),
+        "has no module",
+    ),
     "missing up matrix": (lambda t: _drop(make(t, "half"), ".lora_up.weight"), "no up/B"),
     "rank mismatch": (lambda t: _rank_mismatch(t / "x.safetensors"), "inconsistent rank"),
     "mixed formats": (lambda t: _mixed(t / "x.safetensors"), "mixes key formats"),

@@ -53,7 +53,7 @@ def test_same_payload_is_refused_naming_the_version(wl: Wanlora, tmp_path: Path)
     register(wl, tmp_path, version="1.0.0", seed=1)
     # same weights, another key format and other metadata: still the same payload
     other = make(tmp_path, "again", seed=1, fmt="diffusers", metadata={"ss_seed": "9"})
-    with pytest.raises(AlreadyExists, match="sarah@1.0.0"):
+    with pytest.raises(AlreadyExists, match=r"sarah@1\.0\.0"):
         register(wl, tmp_path, version="1.1.0", file=other)
 
 
