@@ -37,17 +37,26 @@ from registry.storage import LocalStore  # noqa: E402
 from registry.sync import sync_comfyui  # noqa: E402
 from registry.synth import synth_lora  # noqa: E402
 
+BIG_BASE = "wan2.1-t2v-14b"  # one file per version, 14B shapes
+
 
 def timed_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run a command; return (wall seconds, peak RSS in MB) of that one process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise SystemExit(f"{argv[:3]} failed with {proc.returncode}")
-    return elapsed, usage.ru_maxrss // 1024
+    """Run a command; return (wall seconds, peak RSS in MB) of that one process.
+
+    Linux carries a parent's RSS high-water mark into a forked child, so the peak is taken through
+    GNU time (its child forks from a small process); without it, from wait4, which is an upper bound.
+    """
+    gnu_time = shutil.which("time") or ("/usr/bin/time" if Path("/usr/bin/time").exists() else None)
+    with tempfile.NamedTemporaryFile("r") as rss_file:
+        cmd = [gnu_time, "-f", "%M", "-o", rss_file.name, *argv] if gnu_time else argv
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(proc.pid, 0)
+        elapsed = time.perf_counter() - start
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"{argv[:3]} failed")
+        peak_kb = int(rss_file.read().strip().splitlines()[-1]) if gnu_time else usage.ru_maxrss
+    return elapsed, peak_kb // 1024
 
 
 CHILD = textwrap.dedent(
@@ -62,7 +71,7 @@ CHILD = textwrap.dedent(
     wl = Wanlora(db=Database(db_url), store=LocalStore(Path(store_dir)), actor="bench")
     if mode == "register":
         wl.register(RegisterRequest(project="bench", lora="big", file=Path(arg), changelog="bench", version=version,
-                                    category="style", base_model="wan2.2-ti2v-5b"))
+                                    category="style", base_model="wan2.1-t2v-14b"))
     elif mode == "sync":
         with wl.registry(write=False) as reg:
             targets = reg.current_targets(project="bench")
@@ -77,13 +86,13 @@ def best_of(n: int, fn) -> tuple[float, int]:  # type: ignore[no-untyped-def]
 
 
 def bench_big_file(work: Path, size_gb: float, repeats: int) -> dict[str, float]:
-    # rank 256 on the 5B model's attention and FFN: ~32 MB per block; blocks to reach the size.
-    per_block = 256 * 2 * (4 * (3072 + 3072) + 2 * (3072 + 14336))
-    blocks = max(1, min(30, round(size_gb * 2**30 / per_block)))
+    # rank 256 fp16 on Wan 2.1 14B attention and FFN: ~40 MB per block; blocks to reach the size.
+    per_block = 256 * 2 * (4 * (5120 + 5120) + 2 * (5120 + 13824))
+    blocks = max(1, min(40, round(size_gb * 2**30 / per_block)))
     targets = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "ffn.0", "ffn.2")
     src = work / "big.safetensors"
     print(f"writing a synthetic LoRA of {blocks} blocks ...", flush=True)
-    synth_lora(src, base_model="wan2.2-ti2v-5b", rank=256, blocks=blocks, targets=targets, seed=1)
+    synth_lora(src, base_model=BIG_BASE, rank=256, blocks=blocks, targets=targets, seed=1)
     size = src.stat().st_size
     db_url = f"sqlite:///{work / 'bench.db'}"
     Database(db_url).upgrade()

@@ -6,7 +6,6 @@ streams tensor by tensor, so a 1 GB file needs a few MB of memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -64,41 +63,42 @@ def synth_lora(
     """Write a LoRA file. ``poison="nan"`` or ``"inf"`` plants one bad value in the last B matrix."""
     fmt = KeyFormat(fmt)
     base = BASE_MODELS[base_model]
-    rng = np.random.default_rng(seed)
     block_ids = range(blocks) if isinstance(blocks, int) else blocks
     modules = [f"blocks.{i}.{t}" for i in block_ids for t in targets]
-    entries: list[tuple[str, str, tuple[int, ...], np.ndarray | float]] = []
-    for module in modules:
+    # (name, dtype, shape, what): what is a float for an alpha, or (seed, zero, poisoned) for a matrix,
+    # made only when written so that memory does not grow with the file.
+    entries: list[tuple[str, str, tuple[int, ...], float | tuple[int, bool, bool]]] = []
+    for n, module in enumerate(modules):
         shape = base.module_shape(module)
         assert shape is not None, module
         out_f, in_f = shape
         a_key, b_key, alpha_key = _names(fmt, module)
-        entries.append((a_key, dtype, (rank, in_f), rng.standard_normal((rank, in_f), dtype=np.float32) * 0.01))
-        b = (
-            np.zeros((out_f, rank), np.float32)
-            if zero_b
-            else rng.standard_normal((out_f, rank), dtype=np.float32) * 0.01
-        )
-        entries.append((b_key, dtype, (out_f, rank), b))
+        last = n == len(modules) - 1
+        entries.append((a_key, dtype, (rank, in_f), (seed * 1_000_003 + 2 * n, False, False)))
+        entries.append((b_key, dtype, (out_f, rank), (seed * 1_000_003 + 2 * n + 1, zero_b, bool(poison) and last)))
         if alpha_key is not None:
             entries.append((alpha_key, "F32", (), float(alpha if alpha is not None else rank)))
-    if poison:
-        *_, values = entries[-2] if isinstance(entries[-1][3], float) else entries[-1]
-        assert isinstance(values, np.ndarray)
-        values.flat[values.size // 2] = np.nan if poison == "nan" else np.inf
     header = build_header([(n, d, s) for n, d, s, _ in entries], metadata or {})
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as fh:
         fh.write(header)
-        for chunk in _chunks(entries):
-            fh.write(chunk)
+        for _, dt, shp, what in entries:
+            fh.write(_tensor_bytes(dt, shp, what, poison))
     return path
 
 
-def _chunks(entries: list[tuple[str, str, tuple[int, ...], np.ndarray | float]]) -> Iterator[bytes]:
-    for _, dtype, _, values in entries:
-        if isinstance(values, float):
-            yield np.float32(values).tobytes()
-        else:
-            yield _encode(values, dtype)
+def _tensor_bytes(
+    dtype: str, shape: tuple[int, ...], what: float | tuple[int, bool, bool], poison: str | None
+) -> bytes:
+    if isinstance(what, float):
+        return np.float32(what).tobytes()
+    tensor_seed, zero, poisoned = what
+    values = (
+        np.zeros(shape, np.float32)
+        if zero
+        else np.random.default_rng(tensor_seed).standard_normal(shape, dtype=np.float32) * 0.01
+    )
+    if poisoned:
+        values.flat[values.size // 2] = np.nan if poison == "nan" else np.inf
+    return _encode(values, dtype)
