@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 import semver
+from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
@@ -318,7 +319,7 @@ class RegistryService:
         if not changelog or not changelog.strip():
             raise InvalidInput("a version needs a changelog", hint="say what changed with --changelog TEXT")
         new = parse_semver(version)
-        params = Hyperparameters.model_validate(dict(hyperparameters or {})).as_dict()
+        params = _check_hyperparameters(hyperparameters or {})
         checked_scores = _check_scores(scores or {})
         _, lora = self._lora(project, name, lock=True)
         base = lookup_base_model(lora.base_model)
@@ -599,6 +600,16 @@ class RegistryService:
 
     def last_event_id(self) -> int:
         return self.session.exec(select(func.max(Event.id))).one() or 0
+
+
+def _check_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        return Hyperparameters.model_validate(dict(values)).as_dict()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise InvalidInput(
+            f"invalid hyperparameters: {problems}", hint="fix the values in the --hyperparams file"
+        ) from None
 
 
 def _check_scores(scores: Mapping[str, Any]) -> dict[str, float]:

@@ -168,7 +168,7 @@ def test_unknown_category_and_base_model(wl: Wanlora, tmp_path: Path) -> None:
 def test_hyperparameters_are_validated(wl: Wanlora, tmp_path: Path) -> None:
     hp = tmp_path / "hp.json"
     hp.write_text('{"learning_rate": 5}')
-    with pytest.raises(Exception, match="learning_rate"):
+    with pytest.raises(InvalidInput, match="learning_rate: Input should be less than 1"):
         register(wl, tmp_path, hyperparams_file=hp)
     hp.write_text("[1, 2]")
     with pytest.raises(InvalidInput, match="JSON object"):
