@@ -7,19 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from registry.errors import InvalidInput
+from registry.storage import file_sha256
 
 __all__ = ["IMAGE_SUFFIXES", "VIDEO_SUFFIXES", "dataset_fingerprint"]
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".webm", ".mkv", ".avi"})
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_fingerprint(root: Path) -> tuple[str, dict[str, Any]]:
@@ -48,7 +41,7 @@ def dataset_fingerprint(root: Path) -> tuple[str, dict[str, Any]]:
                 missing.append(media.name)
                 continue
             kinds.add(media_dir)
-            lines.append(f"{media_dir}/{media.stem}\t{_file_digest(media)}\t{_file_digest(caption)}")
+            lines.append(f"{media_dir}/{media.stem}\t{file_sha256(media)}\t{file_sha256(caption)}")
     if missing:
         raise InvalidInput(
             f"{len(missing)} sample(s) in {root} have no caption: {', '.join(missing[:5])}",

@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 
 from registry.errors import IntegrityError, InvalidInput, NotFound
 
-__all__ = ["ArtifactStore", "ArtifactWriter", "LocalStore", "VerifyingReader", "open_store"]
+__all__ = ["ArtifactStore", "ArtifactWriter", "LocalStore", "VerifyingReader", "file_sha256", "fsync_dir", "open_store"]
 
 CHUNK = 8 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
@@ -114,7 +114,7 @@ class _LocalWriter:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(self._tmp, 0o444)
             os.replace(self._tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         else:
             self._tmp.unlink()
         self._done = True
@@ -127,12 +127,21 @@ class _LocalWriter:
             self._done = True
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename inside ``path`` durable."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 class LocalStore:

@@ -30,7 +30,7 @@ import yaml
 
 from registry.errors import IntegrityError, InvalidInput
 from registry.schemas import SyncTarget
-from registry.storage import CHUNK, ArtifactStore
+from registry.storage import CHUNK, ArtifactStore, file_sha256, fsync_dir
 
 __all__ = ["SyncReport", "loras_dir", "sync_comfyui", "watch_comfyui"]
 
@@ -118,14 +118,6 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _load_manifest(root: Path) -> dict[str, dict[str, Any]]:
     path = root / MANIFEST
     if not path.exists():
@@ -155,14 +147,6 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def copy_verified(store: ArtifactStore, want: Wanted, dest: Path, progress: Progress | None = None) -> None:
     """Stream one artifact to ``dest`` atomically: temp file in the same folder, fsync, verify, rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -182,7 +166,7 @@ def copy_verified(store: ArtifactStore, want: Wanted, dest: Path, progress: Prog
             raise IntegrityError(f"copy of {want.relpath} does not match its sha256", hint="run the sync again")
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
-        _fsync_dir(dest.parent)
+        fsync_dir(dest.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -239,7 +223,7 @@ def sync_comfyui(
         intact = (
             entry is not None
             and stat is not None
-            and ((stat == (entry["size"], entry["mtime_ns"]) and not verify) or _sha256(path) == entry["sha256"])
+            and ((stat == (entry["size"], entry["mtime_ns"]) and not verify) or file_sha256(path) == entry["sha256"])
         )
         if entry is not None and entry["sha256"] == want.sha256 and intact:
             report.unchanged.append(rel)
@@ -274,7 +258,7 @@ def sync_comfyui(
         report.stale.append(rel)
         if check:
             continue
-        if stat is not None and stat != (entry["size"], entry["mtime_ns"]) and _sha256(path) != entry["sha256"]:
+        if stat is not None and stat != (entry["size"], entry["mtime_ns"]) and file_sha256(path) != entry["sha256"]:
             # Changed by hand since we wrote it: stop managing it, but do not destroy someone's edit.
             report.modified.append(rel)
         elif stat is not None:
