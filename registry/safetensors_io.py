@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,7 +219,3 @@ def build_header(tensors: Iterable[tuple[str, str, tuple[int, ...]]], metadata: 
     blob = json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
     return len(blob).to_bytes(8, "little") + blob
-
-
-def file_size(path: Path) -> int:
-    return os.stat(path).st_size

@@ -13,6 +13,7 @@ from registry.errors import InvalidInput
 from registry.models import Category, FileRole, Status
 
 __all__ = [
+    "Change",
     "EventPublic",
     "FilePublic",
     "Hyperparameters",

@@ -227,6 +227,8 @@ def sync_comfyui(
         )
         if entry is not None and entry["sha256"] == want.sha256 and intact:
             report.unchanged.append(rel)
+            if not check and stat != (entry["size"], entry["mtime_ns"]):  # touched, same bytes: trust it again
+                new_manifest[rel] = {**entry, "size": stat[0], "mtime_ns": stat[1]}  # type: ignore[index]
             continue
         if stat is None:
             report.missing.append(rel)

@@ -1,0 +1,1 @@
+"""The ``wanlora`` command line: a thin door onto ``registry``."""
