@@ -320,6 +320,8 @@ class RegistryService:
             raise InvalidInput("a version needs a changelog", hint="say what changed with --changelog TEXT")
         new = parse_semver(version)
         params = _check_hyperparameters(hyperparameters or {})
+        if dataset_hash is not None and not (0 < len(dataset_hash) <= 128 and dataset_hash.isprintable()):
+            raise InvalidInput(f"invalid dataset hash {dataset_hash[:40]!r}", hint="at most 128 printable characters")
         checked_scores = _check_scores(scores or {})
         _, lora = self._lora(project, name, lock=True)
         base = lookup_base_model(lora.base_model)

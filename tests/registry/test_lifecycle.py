@@ -170,6 +170,8 @@ def test_hyperparameters_are_validated(wl: Wanlora, tmp_path: Path) -> None:
     hp.write_text('{"learning_rate": 5}')
     with pytest.raises(InvalidInput, match="learning_rate: Input should be less than 1"):
         register(wl, tmp_path, hyperparams_file=hp)
+    with pytest.raises(InvalidInput, match="invalid dataset hash"):
+        register(wl, tmp_path, dataset_hash="x" * 200)
     hp.write_text("[1, 2]")
     with pytest.raises(InvalidInput, match="JSON object"):
         register(wl, tmp_path, hyperparams_file=hp)
