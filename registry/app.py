@@ -24,7 +24,7 @@ from registry.errors import InvalidInput
 from registry.ingest import IngestedFile, ingest_lora, inspect_lora
 from registry.metadata import facts_from_metadata
 from registry.models import FileRole, VersionFile
-from registry.schemas import VersionPublic
+from registry.schemas import VersionPublic, parse_category
 from registry.service import RegistryService
 from registry.settings import Settings
 from registry.storage import ArtifactStore, open_store
@@ -97,6 +97,8 @@ class Wanlora:
                 f"LoRA {req.project}/{req.lora} does not exist yet",
                 hint="pass --category and --base-model to create it on first register, or run `wanlora lora create`",
             )
+        if existing is None:
+            parse_category(req.category or "")
         base = lookup_base_model(base_name or "")
         paths = {FileRole.SINGLE: req.file}
         if req.low_noise is not None:

@@ -23,6 +23,7 @@ __all__ = [
     "VersionDiff",
     "VersionPublic",
     "check_name",
+    "parse_category",
     "parse_semver",
 ]
 
@@ -38,6 +39,15 @@ def check_name(value: str, what: str = "name") -> str:
             "(no slashes, dots, spaces or '@')",
         )
     return value
+
+
+def parse_category(value: str) -> Category:
+    try:
+        return Category(value)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown category {value!r}", hint=f"choose one of: {', '.join(c.value for c in Category)}"
+        ) from None
 
 
 def parse_semver(value: str) -> semver.Version:

@@ -33,6 +33,7 @@ from registry.schemas import (
     VersionDiff,
     VersionPublic,
     check_name,
+    parse_category,
     parse_semver,
 )
 from registry.wan import base_model as lookup_base_model
@@ -216,13 +217,7 @@ class RegistryService:
         description: str = "",
     ) -> LoraPublic:
         check_name(name, "LoRA name")
-        try:
-            cat = Category(category)
-        except ValueError:
-            raise InvalidInput(
-                f"unknown category {category!r}",
-                hint=f"choose one of: {', '.join(c.value for c in Category)}",
-            ) from None
+        cat = parse_category(category)
         lookup_base_model(base_model)
         proj = self._project(project, create=True)
         exists = self.session.exec(select(Lora).where(Lora.project_id == proj.id, Lora.name == name)).first()
