@@ -454,7 +454,7 @@ def sync(
     verify: Annotated[bool, typer.Option("--verify", help="Hash every file instead of trusting size+mtime.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running; apply promotions and rollbacks.")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Watch poll interval, seconds.")] = 0.2,
-    as_json: JsonOpt = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
     if check and watch:
@@ -471,7 +471,7 @@ def sync(
 
         def show(report: SyncReport) -> None:
             if as_json:
-                render.emit_json(report.as_dict())
+                render.emit_json(report.as_dict(), lines=watch)
                 sys.stdout.flush()
             else:
                 render.console.print(render.sync_summary(report))

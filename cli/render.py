@@ -21,12 +21,13 @@ err_console = Console(stderr=True)
 STATUS_STYLE = {"current": "bold green", "testing": "yellow", "deprecated": "dim"}
 
 
-def emit_json(data: Any) -> None:
+def emit_json(data: Any, *, lines: bool = False) -> None:
+    """Pretty JSON, or one object per line (JSON Lines) for streams such as `sync --watch --json`."""
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
     elif isinstance(data, list):
         data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+    sys.stdout.write(json.dumps(data, indent=None if lines else 2, default=str) + "\n")
 
 
 def _status(status: str) -> str:

@@ -135,3 +135,39 @@ def test_demo_runs_end_to_end(env: Path) -> None:
     out = run("demo", "--keep", str(env / "demo"))
     assert "rolled back" in out and "sarah_high_noise.safetensors" in out
     assert (env / "demo/ComfyUI/models/loras/wanlora/brandx/character/sarah_low_noise.safetensors").is_file()
+
+
+def test_sync_watch_command_follows_a_rollback(env: Path) -> None:
+    import hashlib
+    import os
+    import subprocess
+    import sys
+    import time
+
+    comfy = env / "ComfyUI"
+    for i, v in enumerate(("1.0.0", "1.1.0")):
+        run("register", str(make(env, f"w{i}", seed=i)), "--lora", "hero", "--category", "style",
+            "--base-model", SINGLE, "--version", v, "-m", v, "-q")  # fmt: skip
+        run("promote", "hero", v)
+    first = json.loads(run("show", "hero@1.0.0", "--json"))["files"][0]["sha256"]
+    target = comfy / "models/loras/wanlora/default/style/hero.safetensors"
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "sync", "--comfyui", str(comfy), "--watch", "--interval", "0.05", "--json"],
+        env=dict(os.environ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["copied"] == ["default/style/hero.safetensors"]
+        run("rollback", "hero", "--reason", "regression")
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            if target.exists() and hashlib.sha256(target.read_bytes()).hexdigest() == first:
+                break
+            time.sleep(0.02)
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == first
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
