@@ -69,7 +69,7 @@ class Wanlora:
     def from_settings(cls, settings: Settings) -> Wanlora:
         return cls(
             db=Database(settings.resolved_database_url),
-            store=open_store(settings.resolved_storage_url),
+            store=open_store(settings.resolved_storage_url, **settings.s3_options()),
             actor=settings.user,
             default_project=settings.project,
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +29,11 @@ class Settings(BaseSettings):
     storage_url: str | None = Field(
         default=None, description="Artifact store URL; default file://$WANLORA_HOME/artifacts"
     )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="Endpoint of an S3-compatible store (MinIO, Ceph, R2); default AWS."
+    )
+    s3_region: str | None = Field(default=None, description="S3 region.")
+    s3_presign: bool = Field(default=False, description="Hand out presigned S3 download URLs.")
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
 
@@ -38,6 +44,9 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_dir / 'registry.db'}"
+
+    def s3_options(self) -> dict[str, Any]:
+        return {"endpoint_url": self.s3_endpoint_url, "region": self.s3_region, "presign": self.s3_presign}
 
     @property
     def resolved_storage_url(self) -> str:

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 from urllib.parse import urlparse
 
 from registry.errors import IntegrityError, InvalidInput, NotFound
@@ -198,8 +198,16 @@ class LocalStore:
         self.path(sha256).unlink(missing_ok=True)
 
 
-def open_store(url: str) -> ArtifactStore:
+def open_store(url: str, **s3_options: Any) -> ArtifactStore:
+    """The store for a URL: ``file:///path`` (or a bare path) or ``s3://bucket/prefix`` (which alone
+    takes ``s3_options``: endpoint_url, region, presign)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
         return LocalStore(Path(parsed.path if parsed.scheme else url).expanduser())
-    raise InvalidInput(f"unsupported storage URL {url!r}", hint="use file:///path (S3 arrives with the team server)")
+    if parsed.scheme == "s3":
+        try:
+            from registry.s3 import S3Store
+        except ImportError:
+            raise InvalidInput("S3 storage needs boto3", hint="pip install 'wanlora[s3]'") from None
+        return S3Store(url, **s3_options)
+    raise InvalidInput(f"unsupported storage URL {url!r}", hint="use file:///path or s3://bucket/prefix")

@@ -1,62 +1,153 @@
-"""The artifact store contract: content addressing, atomic writes, verification on read."""
+"""The artifact store contract, run against the local folder and a real S3-protocol server (moto's
+server mode on loopback, driven through boto3)."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import pytest
+from moto.server import ThreadedMotoServer
 
+from registry.app import RegisterRequest, Wanlora
+from registry.db import Database
 from registry.errors import IntegrityError, InvalidInput, NotFound
-from registry.storage import LocalStore, open_store
+from registry.s3 import S3Store
+from registry.storage import ArtifactStore, LocalStore, open_store
+from registry.sync import sync_comfyui
+from registry.synth import synth_lora
 
 
-def put(store: LocalStore, data: bytes) -> tuple[str, int, bool]:
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def make_s3(endpoint: str, **kw: object) -> S3Store:
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return S3Store(f"s3://{bucket}/team/loras", endpoint_url=endpoint, region="us-east-1", **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> ArtifactStore:
+    if request.param == "local":
+        return LocalStore(tmp_path / "store")
+    return make_s3(request.getfixturevalue("s3_endpoint"), multipart_threshold=5 * 1024 * 1024)
+
+
+def put(store: ArtifactStore, data: bytes, chunk: int = 1000) -> tuple[str, int, bool]:
     w = store.writer()
-    for i in range(0, len(data), 1000):
-        w.write(data[i : i + 1000])
+    for i in range(0, len(data), chunk):
+        w.write(data[i : i + chunk])
     return w.commit()
 
 
-def test_put_get_roundtrip_and_dedup(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    data = os.urandom(10_000)
-    sha, size, created = put(store, data)
-    assert sha == hashlib.sha256(data).hexdigest() and size == 10_000 and created
-    assert put(store, data)[2] is False  # same bytes: nothing new
+def read_all(store: ArtifactStore, sha: str) -> bytes:
     with store.open(sha) as r:
-        assert b"".join(iter(lambda: r.read(4096), b"")) == data
-    assert store.exists(sha) and store.size(sha) == 10_000
-    store.delete(sha)
-    assert not store.exists(sha)
+        return b"".join(iter(lambda: r.read(1 << 16), b""))
+
+
+def overwrite(store: ArtifactStore, sha: str, data: bytes) -> None:
+    if isinstance(store, LocalStore):
+        path = store.path(sha)
+        os.chmod(path, 0o644)
+        path.write_bytes(data)
+    else:
+        assert isinstance(store, S3Store)
+        store.client.put_object(Bucket=store.bucket, Key=store.key(sha), Body=data)
+
+
+def test_put_get_roundtrip_and_dedup(any_store: ArtifactStore) -> None:
+    data = os.urandom(10_000)
+    sha, size, created = put(any_store, data)
+    assert sha == hashlib.sha256(data).hexdigest() and size == 10_000 and created
+    assert put(any_store, data)[2] is False  # same bytes: nothing new
+    assert read_all(any_store, sha) == data
+    assert any_store.exists(sha) and any_store.size(sha) == 10_000
+    any_store.delete(sha)
+    assert not any_store.exists(sha)
     with pytest.raises(NotFound):
-        store.open(sha)
+        any_store.open(sha)
+    with pytest.raises(NotFound):
+        any_store.size(sha)
 
 
-def test_corruption_is_detected_on_read(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    sha, _, _ = put(store, b"x" * 5000)
-    path = store.path(sha)
-    os.chmod(path, 0o644)
-    path.write_bytes(b"y" * 5000)
-    with pytest.raises(IntegrityError, match="corrupt"), store.open(sha) as r:
-        while r.read(1024):
-            pass
+def test_large_object_streams(any_store: ArtifactStore) -> None:
+    data = os.urandom(12 * 1024 * 1024)  # above the S3 store's multipart threshold in this suite
+    sha, size, _ = put(any_store, data, chunk=1 << 20)
+    assert size == len(data) and read_all(any_store, sha) == data
 
 
-def test_aborted_write_leaves_nothing(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
-    w = store.writer()
+def test_corruption_is_detected_on_read(any_store: ArtifactStore) -> None:
+    sha, _, _ = put(any_store, b"x" * 5000)
+    overwrite(any_store, sha, b"y" * 5000)
+    with pytest.raises(IntegrityError, match="corrupt"):
+        read_all(any_store, sha)
+
+
+def test_aborted_write_leaves_nothing(any_store: ArtifactStore) -> None:
+    w = any_store.writer()
     w.write(b"partial")
     w.abort()
-    assert list(store.tmp_dir.iterdir()) == [] and list((tmp_path / "sha256").rglob("*")) == []
+    if isinstance(any_store, LocalStore):
+        assert list(any_store.tmp_dir.iterdir()) == [] and list((any_store.root / "sha256").rglob("*")) == []
+    else:
+        assert isinstance(any_store, S3Store)
+        assert any_store.client.list_objects_v2(Bucket=any_store.bucket).get("KeyCount", 0) == 0
 
 
-def test_digest_and_url_validation(tmp_path: Path) -> None:
-    store = LocalStore(tmp_path)
+def test_digest_validation(any_store: ArtifactStore) -> None:
     with pytest.raises(InvalidInput):
-        store.path("../../etc/passwd")
+        any_store.exists("../../etc/passwd")
+
+
+def test_url_selection(tmp_path: Path, s3_endpoint: str) -> None:
     with pytest.raises(InvalidInput, match="unsupported storage URL"):
         open_store("ftp://x/y")
     assert isinstance(open_store(f"file://{tmp_path}"), LocalStore)
+    assert isinstance(open_store(f"file://{tmp_path}", endpoint_url="ignored"), LocalStore)
+    s3 = open_store("s3://bucket/prefix", endpoint_url=s3_endpoint, region="us-east-1")
+    assert isinstance(s3, S3Store) and s3.key("a" * 64) == f"prefix/sha256/aa/{'a' * 64}"
+    with pytest.raises(InvalidInput, match="s3://bucket"):
+        S3Store("s3:///nobucket")
+
+
+def test_presigned_download_url(s3_endpoint: str) -> None:
+    import urllib.request
+
+    store = make_s3(s3_endpoint, presign=True)
+    sha, _, _ = put(store, b"weights")
+    url = store.download_url(sha)
+    assert url is not None and url.startswith(s3_endpoint)
+    with urllib.request.urlopen(url) as response:  # loopback only
+        assert response.read() == b"weights"
+    assert make_s3(s3_endpoint).download_url(sha) is None
+
+
+def test_register_and_sync_through_s3(tmp_path: Path, s3_endpoint: str) -> None:
+    db = Database(f"sqlite:///{tmp_path / 'r.db'}")
+    wl = Wanlora(db=db, store=make_s3(s3_endpoint), actor="t")
+    lora = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", seed=4)
+    v = wl.register(
+        RegisterRequest(project="p", lora="x", file=lora, changelog="c", version="1.0.0",
+                        category="style", base_model="wan2.2-ti2v-5b")
+    )  # fmt: skip
+    with wl.registry() as reg:
+        reg.promote(project="p", name="x", version="1.0.0")
+        targets = reg.current_targets()
+    report = sync_comfyui(targets, wl.store, tmp_path / "ComfyUI")
+    out = tmp_path / "ComfyUI/models/loras/wanlora/p/style/x.safetensors"
+    assert report.copied and hashlib.sha256(out.read_bytes()).hexdigest() == v.files[0].sha256
+    db.dispose()
