@@ -18,6 +18,8 @@ from typing import Any
 
 from sqlmodel import select
 
+from registry.accounts import AccountService
+from registry.auth import Principal
 from registry.dataset import dataset_fingerprint
 from registry.db import Database
 from registry.errors import InvalidInput
@@ -59,11 +61,21 @@ class RegisterRequest:
 
 
 class Wanlora:
-    def __init__(self, *, db: Database, store: ArtifactStore, actor: str, default_project: str = "default") -> None:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        store: ArtifactStore,
+        actor: str,
+        default_project: str = "default",
+        principal: Principal | None = None,
+    ) -> None:
         self.db = db
         self.store = store
         self.actor = actor
         self.default_project = default_project
+        # Direct access to the database is the local operator's: admin of every project.
+        self.principal = principal or Principal.local_admin(actor)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Wanlora:
@@ -77,7 +89,22 @@ class Wanlora:
     @contextmanager
     def registry(self, *, write: bool = True) -> Iterator[RegistryService]:
         with self.db.session(write=write) as session:
-            yield RegistryService(session, actor=self.actor)
+            yield RegistryService(session, principal=self.principal)
+
+    @contextmanager
+    def accounts(self, *, write: bool = True) -> Iterator[AccountService]:
+        with self.db.session(write=write) as session:
+            yield AccountService(session, principal=self.principal)
+
+    def as_principal(self, principal: Principal) -> Wanlora:
+        """The same database and store, acting for another caller (an API token's principal)."""
+        return Wanlora(
+            db=self.db,
+            store=self.store,
+            actor=principal.user,
+            default_project=self.default_project,
+            principal=principal,
+        )
 
     def close(self) -> None:
         self.db.dispose()

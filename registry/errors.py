@@ -5,7 +5,8 @@
     ├── AlreadyExists            ("already_exists")  a name or version is taken, or a payload is registered
     ├── InvalidInput             ("invalid_input")   bad names, versions, hyperparameters, options
     │   └── InvalidFile          ("invalid_file")    a file that is not a safe, well-formed LoRA
-    ├── PermissionDenied         ("permission_denied")
+    ├── Unauthenticated          ("unauthenticated") no, a bad, an expired or a revoked token
+    ├── PermissionDenied         ("permission_denied") authenticated, but the role does not allow it
     ├── IntegrityError           ("integrity")       stored bytes do not match their digest
     ├── Conflict                 ("conflict")        a transition that is not legal from the current state
     └── SchemaOutdated           ("schema_outdated") the database needs ``wanlora db upgrade``
@@ -25,6 +26,7 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "SchemaOutdated",
+    "Unauthenticated",
     "WanloraError",
 ]
 
@@ -55,6 +57,10 @@ class InvalidInput(WanloraError):
 
 class InvalidFile(InvalidInput):
     code = "invalid_file"
+
+
+class Unauthenticated(WanloraError):
+    code = "unauthenticated"
 
 
 class PermissionDenied(WanloraError):

@@ -26,7 +26,19 @@ from sqlalchemy import (
 )
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Category", "Event", "FileRole", "Lora", "Project", "Status", "Version", "VersionFile", "utcnow"]
+__all__ = [
+    "ApiToken",
+    "Category",
+    "Event",
+    "FileRole",
+    "Lora",
+    "Project",
+    "Status",
+    "User",
+    "Version",
+    "VersionFile",
+    "utcnow",
+]
 
 
 def utcnow() -> datetime:
@@ -155,3 +167,31 @@ class Event(SQLModel, table=True):
     reason: str | None = Field(default=None, sa_type=Text)
     evaluation_id: str | None = Field(default=None, max_length=64)
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+
+
+class User(SQLModel, table=True):
+    __tablename__ = "users"
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, unique=True)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: one role in one project ("*" = all). Only a hash of the secret is kept."""
+
+    __tablename__ = "api_tokens"
+    __table_args__ = (CheckConstraint("role IN ('trainer', 'production', 'admin')", name="ck_api_tokens_role"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    user_id: int = Field(foreign_key="users.id", index=True)
+    token_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    project: str = Field(max_length=64)
+    role: str = Field(max_length=16)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

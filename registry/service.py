@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
+from registry.auth import READ_STATUS, Action, Authorizer, Principal, default_authorizer
 from registry.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from registry.ingest import IngestedFile
 from registry.models import Category, Event, FileRole, Lora, Project, Status, Version, VersionFile, utcnow
@@ -55,9 +56,26 @@ def _semver(v: Version) -> semver.Version:
 
 
 class RegistryService:
-    def __init__(self, session: Session, *, actor: str) -> None:
+    """Every method checks the caller's permission first (deny by default); a version whose status the
+    caller may not read does not exist for it."""
+
+    def __init__(self, session: Session, *, principal: Principal, authorizer: Authorizer | None = None) -> None:
         self.session = session
-        self.actor = actor
+        self.principal = principal
+        self.actor = principal.user
+        self.authz = authorizer or default_authorizer()
+
+    def _require(self, project: str, action: Action) -> None:
+        self.authz.require(self.principal, project, action)
+
+    def _can(self, project: str, action: Action) -> bool:
+        return self.authz.allowed(self.principal, project, action)
+
+    def _readable(self, project: str) -> set[str]:
+        """The statuses whose versions the caller may see in a project."""
+        if not self._can(project, Action.LORA_READ):
+            return set()
+        return {status for status, action in READ_STATUS.items() if self._can(project, action)}
 
     # -- lookups ------------------------------------------------------------------------------------
 
@@ -94,7 +112,7 @@ class RegistryService:
     def _version(self, lora: Lora, version: str, project: str) -> Version:
         wanted = str(parse_semver(version))
         row = self.session.exec(select(Version).where(Version.lora_id == lora.id, Version.version == wanted)).first()
-        if row is None:
+        if row is None or row.status not in self._readable(project):
             raise NotFound(
                 f"{project}/{lora.name} has no version {wanted}",
                 hint=f"see its versions with `wanlora show {lora.name}`",
@@ -217,6 +235,7 @@ class RegistryService:
         description: str = "",
     ) -> LoraPublic:
         check_name(name, "LoRA name")
+        self._require(project, Action.LORA_CREATE)
         cat = parse_category(category)
         lookup_base_model(base_model)
         proj = self._project(project, create=True)
@@ -240,8 +259,10 @@ class RegistryService:
         return self._lora_public(project, lora, [])
 
     def get_lora(self, *, project: str, name: str) -> LoraPublic:
+        self._require(project, Action.LORA_READ)
         _, lora = self._lora(project, name)
-        return self._lora_public(project, lora, self._versions(lora))
+        readable = self._readable(project)
+        return self._lora_public(project, lora, [v for v in self._versions(lora) if v.status in readable])
 
     def find_lora(self, *, project: str, name: str) -> LoraPublic | None:
         try:
@@ -264,8 +285,13 @@ class RegistryService:
             for v in versions:
                 by_lora[v.lora_id].append(v)
         out = []
+        readable: dict[str, set[str]] = {}
         for lora, proj in rows:
-            versions = sorted(by_lora[lora.id or 0], key=_semver)
+            if proj.name not in readable:
+                readable[proj.name] = self._readable(proj.name)
+            if not self._can(proj.name, Action.LORA_READ):
+                continue  # other teams' LoRAs are not listed at all
+            versions = sorted((v for v in by_lora[lora.id or 0] if v.status in readable[proj.name]), key=_semver)
             statuses = Counter(v.status for v in versions)
             if status and not statuses.get(status):
                 continue
@@ -288,6 +314,7 @@ class RegistryService:
     def next_version(self, *, project: str, name: str, bump: str) -> str:
         if bump not in BUMPS:
             raise InvalidInput(f"unknown bump {bump!r}", hint="use major, minor or patch")
+        self._require(project, Action.VERSION_REGISTER)
         _, lora = self._lora(project, name)
         versions = self._versions(lora)
         if not versions:
@@ -313,6 +340,7 @@ class RegistryService:
     ) -> VersionPublic:
         if not changelog or not changelog.strip():
             raise InvalidInput("a version needs a changelog", hint="say what changed with --changelog TEXT")
+        self._require(project, Action.VERSION_REGISTER)
         new = parse_semver(version)
         params = _check_hyperparameters(hyperparameters or {})
         if dataset_hash is not None and not (0 < len(dataset_hash) <= 128 and dataset_hash.isprintable()):
@@ -396,8 +424,10 @@ class RegistryService:
 
     def get_version(self, *, project: str, name: str, version: str | None = None) -> VersionPublic:
         """One version; without ``version`` the current one, or the latest when none is current."""
+        self._require(project, Action.LORA_READ)
         _, lora = self._lora(project, name)
-        versions = self._versions(lora)
+        readable = self._readable(project)
+        versions = [v for v in self._versions(lora) if v.status in readable]
         if not versions:
             raise NotFound(f"{project}/{name} has no versions yet", hint="register one with `wanlora register`")
         if version is None:
@@ -417,6 +447,7 @@ class RegistryService:
         scores: Mapping[str, float] | None = None,
         known_issues: str | None = None,
     ) -> VersionPublic:
+        self._require(project, Action.VERSION_EVALUATE)
         _, lora = self._lora(project, name, lock=True)
         row = self._version(lora, version, project)
         changes: dict[str, Any] = {}
@@ -438,6 +469,7 @@ class RegistryService:
 
     def promote(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
         """testing → current; the old current becomes deprecated in the same transaction."""
+        self._require(project, Action.VERSION_PROMOTE)
         _, lora = self._lora(project, name, lock=True)
         row = self._version(lora, version, project)
         if row.status == Status.CURRENT.value:
@@ -467,6 +499,7 @@ class RegistryService:
         The history of who held ``current`` is read from the event log; versions that were rolled back
         or deprecated on purpose are skipped, so repeated rollbacks walk further back in time.
         """
+        self._require(project, Action.VERSION_ROLLBACK)
         _, lora = self._lora(project, name, lock=True)
         events = self._events(lora)
         current = self._current(lora)
@@ -494,6 +527,7 @@ class RegistryService:
         return self.get_version(project=project, name=name, version=target.version)
 
     def deprecate(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
+        self._require(project, Action.VERSION_DEPRECATE)
         _, lora = self._lora(project, name, lock=True)
         row = self._version(lora, version, project)
         # A superseded version is deprecated but still a rollback target; deprecating it on purpose
@@ -506,6 +540,7 @@ class RegistryService:
     # -- reading ------------------------------------------------------------------------------------
 
     def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]:
+        self._require(project, Action.HISTORY_READ)
         query = (
             select(Event, Lora, Project)
             .join(Lora, col(Lora.id) == Event.lora_id)
@@ -582,7 +617,11 @@ class RegistryService:
         )
         if project:
             query = query.where(Project.name == project)
-        rows = list(self.session.exec(query).all())
+        rows = [
+            (v, lo, p)
+            for v, lo, p in self.session.exec(query).all()
+            if self._can(p.name, Action.ARTIFACT_PULL) and self._can(p.name, Action.VERSION_READ_CURRENT)
+        ]
         files = self._files([v.id or 0 for v, _, _ in rows])
         return [
             SyncTarget(

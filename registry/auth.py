@@ -1,0 +1,103 @@
+"""Who may do what: principals and the casbin enforcer (RBAC with domains; a domain is a project).
+
+The model and the policy are files beside this module (``rbac/model.conf``, ``rbac/policy.csv``); the
+role links come from the caller: an API token carries one role in one project (or ``*``). The operator
+of the embedded default, with direct access to the database file, is the local admin of every project.
+The check sits in the service layer, so the CLI and the HTTP API obey the same rules.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from enum import Enum
+from functools import lru_cache
+from pathlib import Path
+
+import casbin
+from casbin import util as casbin_util
+
+from registry.errors import PermissionDenied
+from registry.models import Status
+
+__all__ = ["ROLES", "Action", "Authorizer", "Principal", "default_authorizer"]
+
+RBAC_DIR = Path(__file__).resolve().parent / "rbac"
+ROLES = ("trainer", "production", "admin")
+ALL_PROJECTS = "*"
+
+
+class Action(str, Enum):
+    LORA_CREATE = "lora:create"
+    LORA_READ = "lora:read"
+    VERSION_REGISTER = "version:register"
+    VERSION_READ_TESTING = "version:read_testing"
+    VERSION_READ_CURRENT = "version:read_current"
+    VERSION_READ_DEPRECATED = "version:read_deprecated"
+    VERSION_EVALUATE = "version:evaluate"
+    VERSION_PROMOTE = "version:promote"
+    VERSION_ROLLBACK = "version:rollback"
+    VERSION_DEPRECATE = "version:deprecate"
+    ARTIFACT_PULL = "artifact:pull"
+    HISTORY_READ = "history:read"
+    USER_MANAGE = "user:manage"
+    TOKEN_MANAGE = "token:manage"
+    WEBHOOK_MANAGE = "webhook:manage"
+
+
+READ_STATUS = {
+    Status.TESTING.value: Action.VERSION_READ_TESTING,
+    Status.CURRENT.value: Action.VERSION_READ_CURRENT,
+    Status.DEPRECATED.value: Action.VERSION_READ_DEPRECATED,
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    user: str
+    subject: str  # "token:<id>" or "local:<user>": what casbin links to a role
+    role: str
+    project: str  # the domain of the role; "*" for every project
+    local: bool = False
+
+    @classmethod
+    def local_admin(cls, user: str) -> Principal:
+        return cls(user=user, subject=f"local:{user}", role="admin", project=ALL_PROJECTS, local=True)
+
+    def describe(self) -> str:
+        where = "every project" if self.project == ALL_PROJECTS else f"project {self.project}"
+        return f"{self.user} ({self.role} in {where})"
+
+
+class Authorizer:
+    def __init__(self, model: Path = RBAC_DIR / "model.conf", policy: Path = RBAC_DIR / "policy.csv") -> None:
+        self._enforcer = casbin.SyncedEnforcer(str(model), str(policy))
+        self._enforcer.add_named_domain_matching_func("g", casbin_util.key_match)
+        self._linked: set[str] = set()
+        self._lock = threading.Lock()
+
+    def _link(self, p: Principal) -> None:
+        # A subject's role never changes (a token is re-issued, not edited), so linking once is enough.
+        if p.subject not in self._linked:
+            with self._lock:
+                if p.subject not in self._linked:
+                    self._enforcer.add_role_for_user_in_domain(p.subject, p.role, p.project)
+                    self._linked.add(p.subject)
+
+    def allowed(self, p: Principal, project: str, action: Action) -> bool:
+        self._link(p)
+        obj, act = action.value.split(":")
+        return bool(self._enforcer.enforce(p.subject, project, obj, act))
+
+    def require(self, p: Principal, project: str, action: Action) -> None:
+        if not self.allowed(p, project, action):
+            obj, act = action.value.split(":")
+            raise PermissionDenied(
+                f"{p.describe()} may not {act.replace('_', ' ')} {obj}s in project {project}",
+                hint="ask an admin of the project for a token with a role that allows it",
+            )
+
+
+@lru_cache(maxsize=1)
+def default_authorizer() -> Authorizer:
+    return Authorizer()
