@@ -15,6 +15,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeR
 from typer.core import TyperGroup
 
 from cli import render
+from registry.accounts import parse_duration
 from registry.app import RegisterRequest, Wanlora
 from registry.errors import InvalidInput, WanloraError
 from registry.ingest import inspect_lora
@@ -47,8 +48,12 @@ app = typer.Typer(
 )
 db_app = typer.Typer(cls=_Group, help="Database schema: upgrade and status.", no_args_is_help=True)
 lora_app = typer.Typer(cls=_Group, help="Create and inspect LoRAs (the named adapters that own versions).")
+user_app = typer.Typer(cls=_Group, help="Users (admins of every project only).", no_args_is_help=True)
+token_app = typer.Typer(cls=_Group, help="API tokens: one role in one project each.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(lora_app, name="lora")
+app.add_typer(user_app, name="user")
+app.add_typer(token_app, name="token")
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (namespace); default $WANLORA_PROJECT or 'default'.")
@@ -63,8 +68,12 @@ def _settings() -> Settings:
 
 @contextmanager
 def _open() -> Iterator[Wanlora]:
-    wl = Wanlora.from_settings(_settings())
+    settings = _settings()
+    wl = Wanlora.from_settings(settings)
     try:
+        if settings.token:  # with a token, the CLI obeys that token's role, exactly as the API would
+            with wl.accounts(write=False) as acc:
+                wl = wl.as_principal(acc.authenticate(settings.token))
         yield wl
     finally:
         wl.close()
@@ -140,6 +149,70 @@ def db_status(as_json: JsonOpt = False) -> None:
         else:
             state = "[green]up to date[/]" if current == head else "[yellow]run `wanlora db upgrade`[/]"
             render.console.print(f"{data['url']}: revision {current or 'none'} (needs {head}) {state}")
+
+
+# -- users and tokens ------------------------------------------------------------------------------
+
+
+@user_app.command("add")
+def user_add(name: Annotated[str, typer.Argument(help="User name.")], as_json: JsonOpt = False) -> None:
+    """Add a user (then give it tokens with `wanlora token create`)."""
+    with _open() as wl, wl.accounts() as acc:
+        user = acc.add_user(name=name)
+    render.emit_json(user) if as_json else render.console.print(f"added user {user.name}")
+
+
+@user_app.command("list")
+def user_list(as_json: JsonOpt = False) -> None:
+    """List users."""
+    with _open() as wl, wl.accounts(write=False) as acc:
+        users = acc.list_users()
+    if as_json:
+        render.emit_json(users)
+    else:
+        for u in users:
+            render.console.print(f"{u.name}  (added by {u.created_by} on {u.created_at:%Y-%m-%d})")
+
+
+@token_app.command("create")
+def token_create(
+    user: Annotated[str, typer.Option("--user", "-u", help="Owner of the token.")],
+    project: Annotated[str, typer.Option("--project", "-p", help="Project, or '*' for every project.")],
+    role: Annotated[str, typer.Option("--role", "-r", help="trainer, production or admin.")],
+    expires: Annotated[str | None, typer.Option("--expires", help="Lifetime such as 12h, 30d, 4w.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create an API token. The secret is shown once and only its hash is kept."""
+    with _open() as wl, wl.accounts() as acc:
+        created = acc.create_token(
+            user=user, project=project, role=role, expires_in=parse_duration(expires) if expires else None
+        )
+    if as_json:
+        render.emit_json(created)
+    else:
+        until = f", expires {created.expires_at:%Y-%m-%d %H:%M} UTC" if created.expires_at else ""
+        render.console.print(f"token {created.id} for {created.user}: {created.role} in {created.project}{until}")
+        render.console.print("store it now, it is not shown again:", style="bold yellow")
+        sys.stdout.write(created.token + "\n")
+
+
+@token_app.command("list")
+def token_list(as_json: JsonOpt = False) -> None:
+    """List the tokens you may manage (never their secrets)."""
+    with _open() as wl, wl.accounts(write=False) as acc:
+        tokens = acc.list_tokens()
+    if as_json:
+        render.emit_json(tokens)
+    else:
+        render.console.print(render.tokens_table(tokens))
+
+
+@token_app.command("revoke")
+def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `wanlora token list`).")]) -> None:
+    """Revoke a token at once."""
+    with _open() as wl, wl.accounts() as acc:
+        t = acc.revoke_token(token_id=token_id)
+    render.console.print(f"token {t.id} of {t.user} ({t.prefix}…) revoked")
 
 
 # -- LoRAs -----------------------------------------------------------------------------------------

@@ -137,6 +137,25 @@ def diff_table(d: VersionDiff) -> Table:
     return table
 
 
+def tokens_table(tokens: Iterable[Any]) -> Table:
+    table = Table(title="API tokens", header_style="bold")
+    for col in ("id", "user", "prefix", "project", "role", "created", "expires", "state"):
+        table.add_column(col)
+    for t in tokens:
+        state = "[red]revoked[/]" if t.revoked_at else "[green]active[/]"
+        table.add_row(
+            str(t.id),
+            t.user,
+            f"{t.prefix}…",
+            t.project,
+            t.role,
+            f"{t.created_at:%Y-%m-%d} by {t.created_by}",
+            f"{t.expires_at:%Y-%m-%d %H:%M}" if t.expires_at else "never",
+            state,
+        )
+    return table
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "[dim]—[/]"

@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(default=None, description="S3 region.")
     s3_presign: bool = Field(default=False, description="Hand out presigned S3 download URLs.")
+    token: str | None = Field(
+        default=None, description="API token; the CLI acts with its role instead of as the local admin."
+    )
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
 

@@ -171,3 +171,24 @@ def test_sync_watch_command_follows_a_rollback(env: Path) -> None:
     finally:
         watcher.terminate()
         watcher.wait(10)
+
+
+def test_users_tokens_and_acting_with_a_token(env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    run("register", str(make(env, "a", seed=1)), "--lora", "x", "-p", "p1", "--category", "style",
+        "--base-model", SINGLE, "--version", "1.0.0", "-m", "a", "-q")  # fmt: skip
+    run("user", "add", "tina")
+    assert [u["name"] for u in json.loads(run("user", "list", "--json"))] == ["tina"]
+    created = json.loads(
+        run("token", "create", "-u", "tina", "-p", "p1", "-r", "trainer", "--expires", "30d", "--json")
+    )
+    assert created["token"].startswith("wlt_") and created["role"] == "trainer"
+    listed = json.loads(run("token", "list", "--json"))
+    assert "token" not in listed[0] and listed[0]["prefix"] == created["token"][:12]
+    monkeypatch.setenv("WANLORA_TOKEN", created["token"])
+    assert json.loads(run("show", "x@1.0.0", "-p", "p1", "--json"))["status"] == "testing"
+    out = run("promote", "x", "1.0.0", "-p", "p1", code=1)
+    assert "PermissionDenied" in out and "tina (trainer in project p1)" in out
+    monkeypatch.delenv("WANLORA_TOKEN")
+    run("token", "revoke", str(created["id"]))
+    monkeypatch.setenv("WANLORA_TOKEN", created["token"])
+    assert "Unauthenticated" in run("list", code=1)
