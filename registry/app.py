@@ -47,6 +47,7 @@ class RegisterRequest:
     bump: str | None = None
     low_noise: Path | None = None
     hyperparams_file: Path | None = None
+    hyperparameters: dict[str, Any] | None = None
     from_metadata: bool = False
     dataset_dir: Path | None = None
     dataset_hash: str | None = None
@@ -153,6 +154,8 @@ class Wanlora:
             trigger_words = trigger_words or facts.trigger_words
         if req.hyperparams_file is not None:
             hyperparameters.update(_read_json_object(req.hyperparams_file))
+        if req.hyperparameters:
+            hyperparameters.update(req.hyperparameters)
         if req.dataset_dir is not None:
             dataset_hash, summary = dataset_fingerprint(req.dataset_dir)
             dataset_summary.update(summary)

@@ -76,18 +76,25 @@ class Authorizer:
         self._linked: set[str] = set()
         self._lock = threading.Lock()
 
-    def _link(self, p: Principal) -> None:
-        # A subject's role never changes (a token is re-issued, not edited), so linking once is enough.
-        if p.subject not in self._linked:
+    @staticmethod
+    def _subject(p: Principal) -> str:
+        # The role and its domain are part of the casbin subject, so a link can never be stale or shared
+        # by two principals (token ids repeat across databases; a token's role is never edited).
+        return f"{p.subject}|{p.role}|{p.project}"
+
+    def _link(self, p: Principal) -> str:
+        subject = self._subject(p)
+        if subject not in self._linked:
             with self._lock:
-                if p.subject not in self._linked:
-                    self._enforcer.add_role_for_user_in_domain(p.subject, p.role, p.project)
-                    self._linked.add(p.subject)
+                if subject not in self._linked:
+                    self._enforcer.add_role_for_user_in_domain(subject, p.role, p.project)
+                    self._linked.add(subject)
+        return subject
 
     def allowed(self, p: Principal, project: str, action: Action) -> bool:
-        self._link(p)
+        subject = self._link(p)
         obj, act = action.value.split(":")
-        return bool(self._enforcer.enforce(p.subject, project, obj, act))
+        return bool(self._enforcer.enforce(subject, project, obj, act))
 
     def require(self, p: Principal, project: str, action: Action) -> None:
         if not self.allowed(p, project, action):

@@ -66,10 +66,29 @@ class RegistryService:
         self.authz = authorizer or default_authorizer()
 
     def _require(self, project: str, action: Action) -> None:
+        check_name(project, "project name")  # a malformed name is a 400, before any permission talk
         self.authz.require(self.principal, project, action)
 
     def _can(self, project: str, action: Action) -> bool:
         return self.authz.allowed(self.principal, project, action)
+
+    def can(self, project: str, action: Action) -> bool:
+        return self._can(project, action)
+
+    def require_artifact(self, sha256: str) -> None:
+        """Allow a download only of a file of a version the caller may see and pull; NotFound otherwise,
+        so that the answer says nothing about files of other projects or hidden versions."""
+        rows = self.session.exec(
+            select(Version.status, Project.name)
+            .join(VersionFile, col(VersionFile.version_id) == Version.id)
+            .join(Lora, col(Lora.id) == Version.lora_id)
+            .join(Project, col(Project.id) == Lora.project_id)
+            .where(VersionFile.sha256 == sha256)
+        ).all()
+        for status, project in rows:
+            if self._can(project, Action.ARTIFACT_PULL) and status in self._readable(project):
+                return
+        raise NotFound(f"no file {sha256[:12]} that this caller may download")
 
     def _readable(self, project: str) -> set[str]:
         """The statuses whose versions the caller may see in a project."""
@@ -275,6 +294,7 @@ class RegistryService:
     ) -> list[LoraSummary]:
         query = select(Lora, Project).join(Project, col(Project.id) == Lora.project_id)
         if project:
+            self._require(project, Action.LORA_READ)  # naming a project one may not read is refused
             query = query.where(Project.name == project)
         if category:
             query = query.where(Lora.category == category)
@@ -616,6 +636,7 @@ class RegistryService:
             .where(Version.status == Status.CURRENT.value)
         )
         if project:
+            self._require(project, Action.ARTIFACT_PULL)
             query = query.where(Project.name == project)
         rows = [
             (v, lo, p)

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     token: str | None = Field(
         default=None, description="API token; the CLI acts with its role instead of as the local admin."
     )
+    max_upload_bytes: int = Field(
+        default=8 * 1024**3, description="Largest file the API accepts (bytes); larger uploads get 413."
+    )
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
 

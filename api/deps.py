@@ -1,0 +1,44 @@
+"""Typed dependencies: the server state, and the caller (the registry acting for the request's token)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from registry.app import Wanlora
+from registry.settings import Settings
+
+
+@dataclass
+class ServerState:
+    wl: Wanlora  # the registry as the server itself (local admin); never handed to a route as is
+    settings: Settings
+    uploads: Path
+    max_upload_bytes: int
+
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `wanlora token create`.")
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.wanlora
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def get_caller(
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Wanlora:
+    """The registry acting for the token's principal; 401 for no, a bad, an expired or a revoked token."""
+    with state.wl.accounts(write=False) as accounts:
+        principal = accounts.authenticate(credentials.credentials if credentials else None)
+    return state.wl.as_principal(principal)
+
+
+CallerDep = Annotated[Wanlora, Depends(get_caller)]

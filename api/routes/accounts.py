@@ -1,0 +1,58 @@
+"""Users and tokens (admins)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from api.deps import CallerDep
+from api.errors import ERROR_RESPONSES
+from registry.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
+
+router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)
+
+
+class UserCreate(BaseModel):
+    name: str = Field(examples=["tina"])
+
+
+class TokenCreate(BaseModel):
+    user: str = Field(examples=["tina"])
+    project: str = Field(examples=["brandx"], description="A project, or '*' for every project.")
+    role: str = Field(examples=["trainer"], description="trainer, production or admin.")
+    expires: str | None = Field(default=None, examples=["30d"], description="Lifetime: 90m, 12h, 30d, 4w.")
+
+
+@router.post("/users", status_code=201, summary="Add a user (admins of every project)")
+def add_user(body: UserCreate, caller: CallerDep) -> UserPublic:
+    with caller.accounts() as acc:
+        return acc.add_user(name=body.name)
+
+
+@router.get("/users", summary="List users (admins of every project)")
+def list_users(caller: CallerDep) -> list[UserPublic]:
+    with caller.accounts(write=False) as acc:
+        return acc.list_users()
+
+
+@router.post("/tokens", status_code=201, summary="Create a token; the secret is in this answer only")
+def create_token(body: TokenCreate, caller: CallerDep) -> TokenCreated:
+    with caller.accounts() as acc:
+        return acc.create_token(
+            user=body.user,
+            project=body.project,
+            role=body.role,
+            expires_in=parse_duration(body.expires) if body.expires else None,
+        )
+
+
+@router.get("/tokens", summary="Tokens this caller may manage (never their secrets)")
+def list_tokens(caller: CallerDep) -> list[TokenPublic]:
+    with caller.accounts(write=False) as acc:
+        return acc.list_tokens()
+
+
+@router.delete("/tokens/{token_id}", summary="Revoke a token")
+def revoke_token(token_id: int, caller: CallerDep) -> TokenPublic:
+    with caller.accounts() as acc:
+        return acc.revoke_token(token_id=token_id)

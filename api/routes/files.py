@@ -1,0 +1,178 @@
+"""Files: streaming uploads (size limit, digest check), verified downloads (ETag, Range) and resolve."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
+from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import CallerDep, ServerState, StateDep
+from api.errors import ERROR_RESPONSES, error_response
+from registry.app import Wanlora
+from registry.auth import Action
+from registry.errors import InvalidInput, NotFound
+from registry.schemas import SyncTarget, check_name
+from registry.storage import CHUNK, LocalStore
+
+router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
+_UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")
+
+
+class Upload(BaseModel):
+    upload_id: str
+    size: int
+    sha256: str
+
+
+def upload_path(state: ServerState, upload_id: str) -> Path:
+    if not _UPLOAD_ID.fullmatch(upload_id):
+        raise InvalidInput(f"invalid upload id {upload_id!r}")
+    path = state.uploads / upload_id
+    if not path.is_file():
+        raise NotFound(f"upload {upload_id} does not exist or was used already", hint="upload the file again")
+    return path
+
+
+@router.post(
+    "/uploads",
+    status_code=201,
+    summary="Upload a LoRA file (raw body), to register it afterwards",
+    openapi_extra={"requestBody": {"content": {"application/octet-stream": {"schema": {"type": "string"}}}}},
+    responses={413: {"description": "Over the server's upload limit"}},
+)
+async def upload(
+    request: Request,
+    caller: CallerDep,
+    state: StateDep,
+    project: Annotated[str, Query(description="The project the file will be registered in.")],
+    x_content_sha256: Annotated[str | None, Header(description="sha256 the body must have")] = None,
+    content_length: Annotated[int | None, Header()] = None,
+) -> Response:
+    """Streams to disk with a running sha256: never whole in memory. Over the limit, or with a digest
+    that does not match, the request is refused and nothing is kept."""
+    check_name(project, "project name")
+    if not await run_in_threadpool(_may_register, caller, project):
+        return error_response(403, "permission_denied", f"{caller.principal.describe()} may not upload to {project}")
+    limit = state.max_upload_bytes
+    if content_length is not None and content_length > limit:
+        return error_response(413, "too_large", f"upload of {content_length:,} bytes is over the {limit:,}-byte limit")
+    upload_id = "u_" + secrets.token_urlsafe(24)
+    path = state.uploads / upload_id
+    digest = hashlib.sha256()
+    size = 0
+    fh = await run_in_threadpool(open, path, "wb")
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _TooLarge
+            digest.update(chunk)
+            await run_in_threadpool(fh.write, chunk)
+        await run_in_threadpool(fh.close)
+    except _TooLarge:
+        fh.close()
+        path.unlink(missing_ok=True)
+        return error_response(413, "too_large", f"upload is over the {limit:,}-byte limit", "ask for a higher limit")
+    except BaseException:
+        fh.close()
+        path.unlink(missing_ok=True)
+        raise
+    sha = digest.hexdigest()
+    if x_content_sha256 is not None and x_content_sha256.lower() != sha:
+        path.unlink(missing_ok=True)
+        return error_response(400, "integrity", f"the body's sha256 is {sha}, not {x_content_sha256}", "upload again")
+    return Response(
+        Upload(upload_id=upload_id, size=size, sha256=sha).model_dump_json(),
+        status_code=201,
+        media_type="application/json",
+    )
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def _may_register(caller: Wanlora, project: str) -> bool:
+    with caller.registry(write=False) as reg:
+        return reg.can(project, Action.VERSION_REGISTER)
+
+
+@router.get(
+    "/artifacts/{sha256}",
+    summary="Download a stored file (ETag = sha256, Range supported)",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
+)
+def download(
+    sha256: str, caller: CallerDep, state: StateDep, if_none_match: Annotated[str | None, Header()] = None
+) -> Response:
+    with caller.registry(write=False) as reg:
+        reg.require_artifact(sha256)
+    etag = f'"{sha256}"'
+    if if_none_match == etag:
+        return Response(status_code=304, headers={"ETag": etag})
+    store = state.wl.store
+    if isinstance(store, LocalStore):
+        return FileResponse(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
+    url = getattr(store, "download_url", lambda _: None)(sha256)
+    if url:
+        return RedirectResponse(url, status_code=307, headers={"ETag": etag})
+    reader = store.open(sha256)
+    return StreamingResponse(
+        iter(lambda: reader.read(CHUNK), b""),
+        media_type="application/octet-stream",
+        headers={"ETag": etag, "Content-Length": str(reader.size)},
+    )
+
+
+class ResolvedFile(BaseModel):
+    role: str
+    sha256: str
+    size: int
+    download_url: str
+
+
+class Resolved(BaseModel):
+    project: str
+    lora: str
+    category: str
+    version: str
+    files: list[ResolvedFile]
+
+
+def _resolved(t: SyncTarget, base: str) -> Resolved:
+    return Resolved(
+        project=t.project,
+        lora=t.lora,
+        category=t.category.value,
+        version=t.version,
+        files=[
+            ResolvedFile(
+                role=f.role.value, sha256=f.sha256, size=f.size, download_url=f"{base}/api/v1/artifacts/{f.sha256}"
+            )
+            for f in t.files
+        ],
+    )
+
+
+@router.get("/projects/{project}/resolve", summary="What this caller should pull: the current versions")
+def resolve(
+    project: str, request: Request, caller: CallerDep, lora: Annotated[str | None, Query()] = None
+) -> list[Resolved]:
+    with caller.registry(write=False) as reg:
+        targets = reg.current_targets(project=project)
+    base = str(request.base_url).rstrip("/")
+    return [_resolved(t, base) for t in targets if lora is None or t.lora == lora]
+
+
+@router.get("/resolve", summary="Current versions of every project this caller may pull (for sync)")
+def resolve_all(request: Request, caller: CallerDep) -> list[SyncTarget]:
+    with caller.registry(write=False) as reg:
+        return reg.current_targets()

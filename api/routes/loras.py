@@ -1,0 +1,173 @@
+"""LoRAs and versions: read, register, promote, roll back, deprecate, annotate, history, diff, notes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Query
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+
+from api.deps import CallerDep, StateDep
+from api.errors import ERROR_RESPONSES
+from api.routes.files import upload_path
+from registry.app import RegisterRequest
+from registry.notes import training_notes
+from registry.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+
+router = APIRouter(prefix="/api/v1/projects/{project}", tags=["loras"], responses=ERROR_RESPONSES)
+
+
+class LoraCreate(BaseModel):
+    name: str = Field(examples=["sarah"])
+    category: str = Field(examples=["character"])
+    base_model: str = Field(examples=["wan2.2-t2v-a14b"])
+    trigger_words: list[str] = Field(default_factory=list, examples=[["sarah"]])
+    description: str = ""
+
+
+class VersionCreate(BaseModel):
+    """Register uploaded files (see POST /api/v1/uploads) as a new testing version."""
+
+    version: str | None = Field(default=None, examples=["1.2.0"], description="Explicit semver, or use bump.")
+    bump: str | None = Field(default=None, examples=["minor"], description="major, minor or patch.")
+    changelog: str = Field(examples=["Added 100 new expressions"])
+    file: str = Field(description="Upload id of the file (the high-noise expert for A14B).", examples=["u_3f2a…"])
+    low_noise: str | None = Field(default=None, description="Upload id of the low-noise expert (A14B).")
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, examples=[{"learning_rate": 1.2e-4, "rank": 64}])
+    from_metadata: bool = False
+    dataset_hash: str | None = None
+    scores: dict[str, float] = Field(default_factory=dict, examples=[{"consistency": 9.2}])
+    known_issues: str = ""
+    parent: str | None = None
+    category: str | None = Field(default=None, description="Creates the LoRA on its first version.")
+    base_model: str | None = Field(default=None, description="Creates the LoRA on its first version.")
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class Reason(BaseModel):
+    reason: str | None = Field(default=None, examples=["passed the three-phase test"])
+
+
+class Annotation(BaseModel):
+    scores: dict[str, float] = Field(default_factory=dict, examples=[{"prompt_flexibility": 8.9}])
+    known_issues: str | None = None
+
+
+ReasonBody = Annotated[Reason | None, Body()]
+
+
+@router.get("/loras", summary="List LoRAs")
+def list_loras(
+    project: str, caller: CallerDep, category: str | None = None, status: str | None = None
+) -> list[LoraSummary]:
+    with caller.registry(write=False) as reg:
+        return reg.list_loras(project=project, category=category, status=status)
+
+
+@router.post("/loras", status_code=201, summary="Create a LoRA")
+def create_lora(project: str, body: LoraCreate, caller: CallerDep) -> LoraPublic:
+    with caller.registry() as reg:
+        return reg.create_lora(project=project, **body.model_dump())
+
+
+@router.get("/loras/{name}", summary="A LoRA with the versions this caller may see")
+def get_lora(project: str, name: str, caller: CallerDep) -> LoraPublic:
+    with caller.registry(write=False) as reg:
+        return reg.get_lora(project=project, name=name)
+
+
+@router.get("/loras/{name}/versions/{version}", summary="One version")
+def get_version(project: str, name: str, version: str, caller: CallerDep) -> VersionPublic:
+    with caller.registry(write=False) as reg:
+        return reg.get_version(project=project, name=name, version=version)
+
+
+@router.post("/loras/{name}/versions", status_code=201, summary="Register uploaded files as a testing version")
+def register_version(project: str, name: str, body: VersionCreate, caller: CallerDep, state: StateDep) -> VersionPublic:
+    files = [body.file] + ([body.low_noise] if body.low_noise else [])
+    paths = [upload_path(state, upload_id) for upload_id in files]
+    try:
+        return caller.register(
+            RegisterRequest(
+                project=project,
+                lora=name,
+                file=paths[0],
+                low_noise=paths[1] if len(paths) > 1 else None,
+                changelog=body.changelog,
+                version=body.version,
+                bump=body.bump,
+                hyperparameters=body.hyperparameters,
+                from_metadata=body.from_metadata,
+                dataset_hash=body.dataset_hash,
+                scores=body.scores,
+                known_issues=body.known_issues,
+                parent=body.parent,
+                category=body.category,
+                base_model=body.base_model,
+                trigger_words=tuple(body.trigger_words),
+            )
+        )
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)  # an upload is used once, whatever the outcome
+
+
+@router.post("/loras/{name}/versions/{version}/promote", summary="testing → current (admin)")
+def promote(project: str, name: str, version: str, caller: CallerDep, body: ReasonBody = None) -> VersionPublic:
+    with caller.registry() as reg:
+        return reg.promote(project=project, name=name, version=version, reason=body.reason if body else None)
+
+
+@router.post("/loras/{name}/rollback", summary="Back to the version that was current before (admin)")
+def rollback(project: str, name: str, caller: CallerDep, body: ReasonBody = None) -> VersionPublic:
+    with caller.registry() as reg:
+        return reg.rollback(project=project, name=name, reason=body.reason if body else None)
+
+
+@router.post("/loras/{name}/versions/{version}/deprecate", summary="Retire a version (admin)")
+def deprecate(project: str, name: str, version: str, caller: CallerDep, body: ReasonBody = None) -> VersionPublic:
+    with caller.registry() as reg:
+        return reg.deprecate(project=project, name=name, version=version, reason=body.reason if body else None)
+
+
+@router.post("/loras/{name}/versions/{version}/annotations", summary="Record scores or known issues")
+def annotate(project: str, name: str, version: str, body: Annotation, caller: CallerDep) -> VersionPublic:
+    with caller.registry() as reg:
+        return reg.annotate(
+            project=project, name=name, version=version, scores=body.scores, known_issues=body.known_issues
+        )
+
+
+@router.get("/loras/{name}/history", summary="The LoRA's event log, newest first")
+def lora_history(
+    project: str, name: str, caller: CallerDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None
+) -> list[EventPublic]:
+    with caller.registry(write=False) as reg:
+        return reg.history(project=project, name=name, limit=limit)
+
+
+@router.get("/history", summary="The project's event log, newest first")
+def project_history(
+    project: str, caller: CallerDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None
+) -> list[EventPublic]:
+    with caller.registry(write=False) as reg:
+        return reg.history(project=project, limit=limit)
+
+
+@router.get("/loras/{name}/diff", summary="Compare two versions")
+def diff(project: str, name: str, old: str, new: str, caller: CallerDep) -> VersionDiff:
+    with caller.registry(write=False) as reg:
+        return reg.diff(project=project, name=name, old=old, new=new)
+
+
+@router.get(
+    "/loras/{name}/notes",
+    summary="training_notes.md for the LoRA",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"text/markdown": {}}}},
+)
+def notes(project: str, name: str, caller: CallerDep) -> PlainTextResponse:
+    with caller.registry(write=False) as reg:
+        text = training_notes(reg.get_lora(project=project, name=name))
+    return PlainTextResponse(text, media_type="text/markdown")
