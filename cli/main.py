@@ -572,6 +572,29 @@ def sync(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+) -> None:
+    """Run the team server (HTTP API). On first start it creates the first admin and prints its token once."""
+    try:
+        import uvicorn
+    except ImportError:
+        raise InvalidInput("the server needs its extra", hint="pip install 'wanlora[server]'") from None
+    with _open() as wl:
+        wl.db.ensure_schema()
+        with wl.accounts() as acc:
+            first = acc.bootstrap_admin()
+    if first is not None:
+        render.console.print("first start: created user [bold]admin[/] with a token for every project.")
+        render.console.print("store it now, it is not shown again:", style="bold yellow")
+        sys.stdout.write(first.token + "\n")
+        sys.stdout.flush()
+    uvicorn.run("api.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@app.command()
 def demo(
     keep: Annotated[Path | None, typer.Option("--keep", help="Use this folder instead of a throwaway one.")] = None,
 ) -> None:
