@@ -29,6 +29,7 @@ def create_app(settings: Settings | None = None, *, wl: Wanlora | None = None) -
         wl=wl, settings=settings, uploads=uploads, max_upload_bytes=settings.max_upload_bytes
     )
     errors.install(app)
+    app.include_router(loras.every_project)
     for module in (loras, files, accounts, feed):
         app.include_router(module.router)
 

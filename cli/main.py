@@ -17,6 +17,7 @@ from typer.core import TyperGroup
 from cli import render
 from registry.accounts import parse_duration
 from registry.app import RegisterRequest, Wanlora
+from registry.client import RemoteRegistry, RemoteWanlora
 from registry.errors import InvalidInput, WanloraError
 from registry.ingest import inspect_lora
 from registry.notes import training_notes
@@ -62,13 +63,41 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a t
 ReasonOpt = Annotated[str | None, typer.Option("--reason", "-r", help="Why; recorded in the event log.")]
 
 
+_overrides: dict[str, str] = {}
+
+
+@app.callback()
+def _root(
+    server: Annotated[
+        str | None, typer.Option("--server", help="Act on a wanlora server (or set WANLORA_SERVER).")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="API token (or set WANLORA_TOKEN).")] = None,
+) -> None:
+    """Versioned registry and deployment manager for WAN 2.2 LoRA adapters."""
+    _overrides.clear()
+    if server:
+        _overrides["server"] = server
+    if token:
+        _overrides["token"] = token
+
+
 def _settings() -> Settings:
-    return Settings()
+    return Settings(**_overrides)  # type: ignore[arg-type]
+
+
+Backend = Wanlora | RemoteWanlora
 
 
 @contextmanager
-def _open() -> Iterator[Wanlora]:
+def _open() -> Iterator[Backend]:
     settings = _settings()
+    if settings.server:
+        remote = RemoteWanlora(settings.server, settings.token, default_project=settings.project)
+        try:
+            yield remote
+        finally:
+            remote.close()
+        return
     wl = Wanlora.from_settings(settings)
     try:
         if settings.token:  # with a token, the CLI obeys that token's role, exactly as the API would
@@ -79,7 +108,13 @@ def _open() -> Iterator[Wanlora]:
         wl.close()
 
 
-def _project(wl: Wanlora, project: str | None) -> str:
+def _local(wl: Backend, what: str) -> Wanlora:
+    if not isinstance(wl, Wanlora):
+        raise InvalidInput(f"{what} runs on the server host, not through --server", hint="unset WANLORA_SERVER")
+    return wl
+
+
+def _project(wl: Backend, project: str | None) -> str:
     return project or wl.default_project
 
 
@@ -130,7 +165,8 @@ def _byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Migrate the database to the schema this wanlora needs (back it up first)."""
-    with _open() as wl:
+    with _open() as backend:
+        wl = _local(backend, "`wanlora db upgrade`")
         before, after = wl.db.upgrade()
         if before == after:
             render.console.print(f"database {wl.db.safe_url} already at revision {after}")
@@ -141,7 +177,8 @@ def db_upgrade() -> None:
 @db_app.command("status")
 def db_status(as_json: JsonOpt = False) -> None:
     """Show the database's schema revision and the one this wanlora needs."""
-    with _open() as wl:
+    with _open() as backend:
+        wl = _local(backend, "`wanlora db status`")
         current, head = wl.db.current_revision(), wl.db.head_revision()
         data = {"url": wl.db.safe_url, "current": current, "head": head, "up_to_date": current == head}
         if as_json:
@@ -533,13 +570,17 @@ def sync(
     if check and watch:
         raise InvalidInput("--check and --watch do not go together")
     with _open() as wl:
+        seen = {"id": 0}
 
         def fetch() -> tuple[int, list[Any]]:
             with wl.registry(write=False) as reg:
-                return reg.last_event_id(), reg.current_targets(project=project)
+                seen["id"] = reg.last_event_id()
+                return seen["id"], reg.current_targets(project=project)
 
         def last_change() -> int:
             with wl.registry(write=False) as reg:
+                if isinstance(reg, RemoteRegistry):  # the server's change feed: a long poll, not a tight loop
+                    return reg.wait_for_change(seen["id"])
                 return reg.last_event_id()
 
         def show(report: SyncReport) -> None:
@@ -561,7 +602,8 @@ def sync(
             render.err_console.print(f"watching the registry; syncing {comfyui} (Ctrl-C to stop)")
             stop = threading.Event()
             try:
-                watch_comfyui(fetch, last_change, apply, interval=interval, stop=stop, on_sync=show)
+                pause = 0.0 if isinstance(wl, RemoteWanlora) else interval
+                watch_comfyui(fetch, last_change, apply, interval=pause, stop=stop, on_sync=show)
             except KeyboardInterrupt:
                 stop.set()
             return
@@ -582,7 +624,8 @@ def serve(
         import uvicorn
     except ImportError:
         raise InvalidInput("the server needs its extra", hint="pip install 'wanlora[server]'") from None
-    with _open() as wl:
+    with _open() as backend:
+        wl = _local(backend, "`wanlora serve`")
         wl.db.ensure_schema()
         with wl.accounts() as acc:
             first = acc.bootstrap_admin()

@@ -51,6 +51,7 @@ class RegisterRequest:
     from_metadata: bool = False
     dataset_dir: Path | None = None
     dataset_hash: str | None = None
+    dataset_summary: dict[str, Any] | None = None
     scores: dict[str, float] | None = None
     known_issues: str = ""
     parent: str | None = None
@@ -159,6 +160,8 @@ class Wanlora:
         if req.dataset_dir is not None:
             dataset_hash, summary = dataset_fingerprint(req.dataset_dir)
             dataset_summary.update(summary)
+        if req.dataset_summary:
+            dataset_summary.update(req.dataset_summary)
         files: dict[FileRole, IngestedFile] = {}
         try:
             for role, path in paths.items():

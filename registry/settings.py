@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     )
     s3_region: str | None = Field(default=None, description="S3 region.")
     s3_presign: bool = Field(default=False, description="Hand out presigned S3 download URLs.")
+    server: str | None = Field(default=None, description="URL of a wanlora server; commands then act on it.")
     token: str | None = Field(
         default=None, description="API token; the CLI acts with its role instead of as the local admin."
     )

@@ -19,7 +19,16 @@ from urllib.parse import urlparse
 
 from registry.errors import IntegrityError, InvalidInput, NotFound
 
-__all__ = ["ArtifactStore", "ArtifactWriter", "LocalStore", "VerifyingReader", "file_sha256", "fsync_dir", "open_store"]
+__all__ = [
+    "ArtifactSource",
+    "ArtifactStore",
+    "ArtifactWriter",
+    "LocalStore",
+    "VerifyingReader",
+    "file_sha256",
+    "fsync_dir",
+    "open_store",
+]
 
 CHUNK = 8 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
@@ -38,6 +47,12 @@ class ArtifactWriter(Protocol):
         ...
 
     def abort(self) -> None: ...
+
+
+class ArtifactSource(Protocol):
+    """What reading needs: a verified stream by digest (a store, or a server for ComfyUI hosts)."""
+
+    def open(self, sha256: str) -> VerifyingReader: ...
 
 
 class ArtifactStore(Protocol):

@@ -30,7 +30,7 @@ import yaml
 
 from registry.errors import IntegrityError, InvalidInput
 from registry.schemas import SyncTarget
-from registry.storage import CHUNK, ArtifactStore, file_sha256, fsync_dir
+from registry.storage import CHUNK, ArtifactSource, file_sha256, fsync_dir
 
 __all__ = ["SyncReport", "loras_dir", "sync_comfyui", "watch_comfyui"]
 
@@ -147,7 +147,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def copy_verified(store: ArtifactStore, want: Wanted, dest: Path, progress: Progress | None = None) -> None:
+def copy_verified(store: ArtifactSource, want: Wanted, dest: Path, progress: Progress | None = None) -> None:
     """Stream one artifact to ``dest`` atomically: temp file in the same folder, fsync, verify, rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=TMP_PREFIX)
@@ -186,7 +186,7 @@ def _walk(root: Path) -> Iterator[str]:
 
 def sync_comfyui(
     targets: list[SyncTarget],
-    store: ArtifactStore,
+    store: ArtifactSource,
     comfyui: Path,
     *,
     project: str | None = None,

@@ -172,7 +172,7 @@ def resolve(
     return [_resolved(t, base) for t in targets if lora is None or t.lora == lora]
 
 
-@router.get("/resolve", summary="Current versions of every project this caller may pull (for sync)")
-def resolve_all(request: Request, caller: CallerDep) -> list[SyncTarget]:
+@router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")
+def resolve_all(caller: CallerDep, project: Annotated[str | None, Query()] = None) -> list[SyncTarget]:
     with caller.registry(write=False) as reg:
-        return reg.current_targets()
+        return reg.current_targets(project=project)

@@ -37,6 +37,7 @@ class VersionCreate(BaseModel):
     hyperparameters: dict[str, Any] = Field(default_factory=dict, examples=[{"learning_rate": 1.2e-4, "rank": 64}])
     from_metadata: bool = False
     dataset_hash: str | None = None
+    dataset_summary: dict[str, Any] | None = Field(default=None, examples=[{"samples": 350, "kind": "images"}])
     scores: dict[str, float] = Field(default_factory=dict, examples=[{"consistency": 9.2}])
     known_issues: str = ""
     parent: str | None = None
@@ -55,6 +56,15 @@ class Annotation(BaseModel):
 
 
 ReasonBody = Annotated[Reason | None, Body()]
+
+
+every_project = APIRouter(prefix="/api/v1", tags=["loras"], responses=ERROR_RESPONSES)
+
+
+@every_project.get("/loras", summary="List LoRAs of every project this caller may read")
+def list_all_loras(caller: CallerDep, category: str | None = None, status: str | None = None) -> list[LoraSummary]:
+    with caller.registry(write=False) as reg:
+        return reg.list_loras(category=category, status=status)
 
 
 @router.get("/loras", summary="List LoRAs")
@@ -100,6 +110,7 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 hyperparameters=body.hyperparameters,
                 from_metadata=body.from_metadata,
                 dataset_hash=body.dataset_hash,
+                dataset_summary=body.dataset_summary,
                 scores=body.scores,
                 known_issues=body.known_issues,
                 parent=body.parent,

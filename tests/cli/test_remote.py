@@ -1,0 +1,125 @@
+"""The CLI against a real server on loopback: every command through --server, sync with a production
+token, and `sync --watch` following the server's change feed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import uvicorn
+from typer.testing import CliRunner
+
+from api import create_app
+from cli.main import app
+from registry.settings import Settings
+from tests.helpers import SINGLE, make
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    application = create_app(Settings(home=tmp_path / "server"))
+    with application.state.wanlora.wl.accounts() as acc:
+        token = acc.bootstrap_admin().token  # type: ignore[union-attr]
+    config = uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning")
+    srv = uvicorn.Server(config)
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.01)
+    port = srv.servers[0].sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("WANLORA_SERVER", url)
+    monkeypatch.setenv("WANLORA_TOKEN", token)
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "client-home-unused"))
+    yield url, token
+    srv.should_exit = True
+    srv.force_exit = True  # do not wait for parked long polls
+    thread.join(10)
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result.output
+
+
+def test_every_command_through_the_server(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, admin = server
+    base = ["--lora", "sarah", "-p", "brandx", "--category", "character", "--base-model", SINGLE, "-q"]
+    hp = tmp_path / "hp.json"
+    hp.write_text('{"learning_rate": 1.5e-4}')
+    v1 = json.loads(run("register", str(make(tmp_path, "a", seed=1)), *base, "--version", "1.0.0", "-m", "first",
+                        "--hyperparams", str(hp), "--json"))  # fmt: skip
+    assert (
+        v1["status"] == "testing" and v1["hyperparameters"] == {"learning_rate": 1.5e-4} and v1["created_by"] == "admin"
+    )
+    run("register", str(make(tmp_path, "b", seed=2)), *base, "--bump", "minor", "-m", "second", "--score", "c=9")
+    run("promote", "sarah", "1.0.0", "-p", "brandx", "--reason", "ok")
+    run("promote", "sarah", "1.1.0", "-p", "brandx")
+    assert json.loads(run("list", "--json"))[0]["current_version"] == "1.1.0"
+    assert json.loads(run("show", "sarah@1.1.0", "-p", "brandx", "--json"))["scores"] == {"c": 9.0}
+    assert json.loads(run("diff", "sarah", "1.0.0", "1.1.0", "-p", "brandx", "--json"))["scores"]["c"]["new"] == 9.0
+    assert "## v1.1.0" in run("notes", "sarah", "-p", "brandx")
+    # a same-payload register is refused by the server with the registry's own error
+    out = run("register", str(make(tmp_path, "b2", seed=2)), *base, "--bump", "patch", "-m", "dup", code=1)
+    assert "AlreadyExists" in out and "sarah@1.1.0" in out
+    # users and tokens through the server; a production token syncs ComfyUI
+    run("user", "add", "host1")
+    prod = json.loads(run("token", "create", "-u", "host1", "-p", "brandx", "-r", "production", "--json"))["token"]
+    monkeypatch.setenv("WANLORA_TOKEN", prod)
+    comfy = tmp_path / "ComfyUI"
+    report = json.loads(run("sync", "--comfyui", str(comfy), "--json"))
+    assert report["copied"] == ["brandx/character/sarah.safetensors"]
+    current = json.loads(run("show", "sarah", "-p", "brandx", "--json"))
+    assert [v["version"] for v in current["versions"]] == ["1.1.0"]  # production sees only current
+    target = comfy / "models/loras/wanlora/brandx/character/sarah.safetensors"
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == current["versions"][0]["files"][0]["sha256"]
+    assert "PermissionDenied" in run("rollback", "sarah", "-p", "brandx", code=1)
+    assert "runs on the server host" in run("db", "upgrade", code=2)
+    monkeypatch.setenv("WANLORA_TOKEN", "wlt_wrong")
+    assert "Unauthenticated" in run("list", code=1)
+    monkeypatch.setenv("WANLORA_TOKEN", admin)
+    assert json.loads(run("history", "sarah", "-p", "brandx", "--json"))[0]["actor"] == "admin"
+
+
+def test_sync_watch_follows_the_change_feed(server: tuple[str, str], tmp_path: Path) -> None:
+    base = ["--lora", "hero", "-p", "studio", "--category", "style", "--base-model", SINGLE, "-q"]
+    run("register", str(make(tmp_path, "h1", seed=1)), *base, "--version", "1.0.0", "-m", "a")
+    run("register", str(make(tmp_path, "h2", seed=2)), *base, "--version", "1.1.0", "-m", "b")
+    run("promote", "hero", "1.0.0", "-p", "studio")
+    run("promote", "hero", "1.1.0", "-p", "studio")
+    first = json.loads(run("show", "hero@1.0.0", "-p", "studio", "--json"))["files"][0]["sha256"]
+    comfy = tmp_path / "ComfyUI"
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "sync", "--comfyui", str(comfy), "--watch", "--json"],
+        env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert watcher.stdout is not None
+        assert json.loads(watcher.stdout.readline())["copied"] == ["studio/style/hero.safetensors"]
+        time.sleep(0.3)  # the watcher is now parked in a long poll
+        started = time.monotonic()
+        run("rollback", "hero", "-p", "studio", "--reason", "regression")
+        target = comfy / "models/loras/wanlora/studio/style/hero.safetensors"
+        while time.monotonic() - started < 5:
+            if hashlib.sha256(target.read_bytes()).hexdigest() == first:
+                break
+            time.sleep(0.01)
+        elapsed = time.monotonic() - started
+        assert hashlib.sha256(target.read_bytes()).hexdigest() == first
+        assert elapsed < 1.0, f"rollback reached the watching host after {elapsed:.2f} s"
+    finally:
+        watcher.terminate()
+        watcher.wait(10)
