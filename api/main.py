@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 from fastapi import FastAPI
 
 from api import errors
 from api.deps import ServerState
-from api.routes import accounts, feed, files, loras
+from api.routes import accounts, feed, files, loras, webhooks
 from registry.app import Wanlora
 from registry.settings import Settings
+from registry.webhooks import Dispatcher
 
 DESCRIPTION = """Versioned registry and deployment manager for WAN 2.2 LoRA adapters.
 
@@ -18,19 +23,36 @@ role that does not allow the call, 404 also what this role may not see.
 """
 
 
-def create_app(settings: Settings | None = None, *, wl: Wanlora | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, wl: Wanlora | None = None, deliver_webhooks: bool = True
+) -> FastAPI:
     settings = settings or Settings()
     wl = wl or Wanlora.from_settings(settings)
     wl.db.ensure_schema()
     uploads = settings.home_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
-    app = FastAPI(title="wanlora", version="0.1.0", description=DESCRIPTION)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        # Webhook deliveries leave from a background thread: the request that made a change has
+        # already answered by the time a receiver is called, whatever the receiver does.
+        stop = threading.Event()
+        thread = None
+        if deliver_webhooks:
+            thread = threading.Thread(target=Dispatcher(wl.db).run_forever, args=(stop,), daemon=True)
+            thread.start()
+        yield
+        stop.set()
+        if thread is not None:
+            thread.join(10)
+
+    app = FastAPI(title="wanlora", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.wanlora = ServerState(
         wl=wl, settings=settings, uploads=uploads, max_upload_bytes=settings.max_upload_bytes
     )
     errors.install(app)
     app.include_router(loras.every_project)
-    for module in (loras, files, accounts, feed):
+    for module in (loras, files, accounts, feed, webhooks):
         app.include_router(module.router)
 
     @app.get("/api/v1/health", tags=["meta"], summary="Liveness")

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,6 +25,7 @@ from registry.settings import Settings
 from registry.sync import SyncReport, sync_comfyui, watch_comfyui
 from registry.wan import BASE_MODELS
 from registry.wan import base_model as lookup_base_model
+from registry.webhooks import Dispatcher
 
 
 class _Group(TyperGroup):
@@ -55,6 +56,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(lora_app, name="lora")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+webhook_app = typer.Typer(cls=_Group, help="Signed notifications of register, promote, rollback, deprecate.")
+app.add_typer(webhook_app, name="webhook")
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (namespace); default $WANLORA_PROJECT or 'default'.")
@@ -104,8 +107,16 @@ def _open() -> Iterator[Backend]:
             with wl.accounts(write=False) as acc:
                 wl = wl.as_principal(acc.authenticate(settings.token))
         yield wl
+        _deliver_webhooks(wl)
     finally:
         wl.close()
+
+
+def _deliver_webhooks(wl: Wanlora) -> None:
+    """On the embedded default there is no server to deliver webhooks: do one short pass after the
+    command (its change is committed already); what fails stays queued for the next pass."""
+    with suppress(Exception):  # a delivery problem must never turn a done change into a failed command
+        Dispatcher(wl.db, timeout=2.0).run_once()
 
 
 def _local(wl: Backend, what: str) -> Wanlora:
@@ -250,6 +261,70 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `wa
     with _open() as wl, wl.accounts() as acc:
         t = acc.revoke_token(token_id=token_id)
     render.console.print(f"token {t.id} of {t.user} ({t.prefix}…) revoked")
+
+
+# -- webhooks --------------------------------------------------------------------------------------
+
+
+@webhook_app.command("add")
+def webhook_add(
+    url: Annotated[str, typer.Argument(help="Receiver URL (http or https).")],
+    events: Annotated[str, typer.Option("--events", help="Comma list: register,promote,rollback,deprecate.")] = (
+        "register,promote,rollback,deprecate"
+    ),
+    project: Annotated[str, typer.Option("--project", "-p", help="A project, or '*' for all.")] = "*",
+    secret: Annotated[str | None, typer.Option("--secret", help="HMAC key (generated when omitted).")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Add a webhook. Deliveries are signed: X-Wanlora-Signature: sha256=HMAC(secret, body)."""
+    with _open() as wl, wl.webhooks() as hooks:
+        created = hooks.add(
+            url=url, project=project, events=[e.strip() for e in events.split(",") if e.strip()], secret=secret
+        )
+    if as_json:
+        render.emit_json(created)
+    else:
+        render.console.print(
+            f"webhook {created.id} → {created.url} for {', '.join(created.events)} in {created.project}"
+        )
+        render.console.print("signing secret (shown once):", style="bold yellow")
+        sys.stdout.write(created.secret + "\n")
+
+
+@webhook_app.command("list")
+def webhook_list(as_json: JsonOpt = False) -> None:
+    """List webhooks."""
+    with _open() as wl, wl.webhooks(write=False) as hooks:
+        rows = hooks.list_webhooks()
+    if as_json:
+        render.emit_json(rows)
+    else:
+        for h in rows:
+            state = "" if h.active else " [dim](removed)[/]"
+            render.console.print(f"{h.id}  {h.url}  {h.project}  {','.join(h.events)}{state}")
+
+
+@webhook_app.command("remove")
+def webhook_remove(webhook_id: Annotated[int, typer.Argument(help="Webhook id.")]) -> None:
+    """Stop a webhook (its delivery log stays)."""
+    with _open() as wl, wl.webhooks() as hooks:
+        h = hooks.remove(webhook_id=webhook_id)
+    render.console.print(f"webhook {h.id} ({h.url}) removed")
+
+
+@webhook_app.command("deliveries")
+def webhook_deliveries(
+    webhook: Annotated[int | None, typer.Option("--webhook", help="Only this webhook.")] = None,
+    limit: Annotated[int, typer.Option("--limit", "-n")] = 50,
+    as_json: JsonOpt = False,
+) -> None:
+    """The delivery log: status, attempts, last answer."""
+    with _open() as wl, wl.webhooks(write=False) as hooks:
+        rows = hooks.deliveries(webhook_id=webhook, limit=limit)
+    if as_json:
+        render.emit_json(rows)
+    else:
+        render.console.print(render.deliveries_table(rows))
 
 
 # -- LoRAs -----------------------------------------------------------------------------------------

@@ -156,6 +156,25 @@ def tokens_table(tokens: Iterable[Any]) -> Table:
     return table
 
 
+def deliveries_table(rows: Iterable[Any]) -> Table:
+    table = Table(title="webhook deliveries", header_style="bold")
+    for col in ("id", "webhook", "event", "status", "attempts", "last answer", "next attempt / delivered"):
+        table.add_column(col, overflow="fold")
+    style = {"delivered": "green", "pending": "yellow", "failed": "red"}
+    for d in rows:
+        when = d.delivered_at if d.delivered_at else d.next_attempt_at
+        table.add_row(
+            str(d.id),
+            str(d.webhook_id),
+            d.kind,
+            f"[{style.get(d.status, '')}]{d.status}[/]",
+            str(d.attempts),
+            d.last_error or (str(d.last_status_code) if d.last_status_code else ""),
+            f"{when:%Y-%m-%d %H:%M:%S}",
+        )
+    return table
+
+
 def _fmt(value: Any) -> str:
     if value is None:
         return "[dim]—[/]"

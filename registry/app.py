@@ -31,6 +31,7 @@ from registry.service import RegistryService
 from registry.settings import Settings
 from registry.storage import ArtifactStore, open_store
 from registry.wan import base_model as lookup_base_model
+from registry.webhooks import WebhookService
 
 __all__ = ["RegisterRequest", "Wanlora"]
 
@@ -92,6 +93,11 @@ class Wanlora:
     def registry(self, *, write: bool = True) -> Iterator[RegistryService]:
         with self.db.session(write=write) as session:
             yield RegistryService(session, principal=self.principal)
+
+    @contextmanager
+    def webhooks(self, *, write: bool = True) -> Iterator[WebhookService]:
+        with self.db.session(write=write) as session:
+            yield WebhookService(session, principal=self.principal)
 
     @contextmanager
     def accounts(self, *, write: bool = True) -> Iterator[AccountService]:

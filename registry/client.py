@@ -38,6 +38,7 @@ from registry.errors import (
 )
 from registry.schemas import EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
 from registry.storage import CHUNK, VerifyingReader
+from registry.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
 
 __all__ = ["RemoteWanlora"]
 
@@ -204,6 +205,30 @@ class RemoteAccounts:
         return TokenPublic.model_validate(self.http.call("DELETE", f"/api/v1/tokens/{token_id}"))
 
 
+class RemoteWebhooks:
+    def __init__(self, http: _Http) -> None:
+        self.http = http
+
+    def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated:
+        body = {"url": url, "project": project, "events": events, "secret": secret}
+        return WebhookCreated.model_validate(self.http.call("POST", "/api/v1/webhooks", json=body))
+
+    def list_webhooks(self) -> list[WebhookPublic]:
+        return [WebhookPublic.model_validate(r) for r in self.http.call("GET", "/api/v1/webhooks")]
+
+    def remove(self, *, webhook_id: int) -> WebhookPublic:
+        return WebhookPublic.model_validate(self.http.call("DELETE", f"/api/v1/webhooks/{webhook_id}"))
+
+    def deliveries(self, *, webhook_id: int | None = None, limit: int = 50) -> list[DeliveryPublic]:
+        params: dict[str, Any] = {"limit": limit}
+        if webhook_id is not None:
+            params["webhook_id"] = webhook_id
+        return [
+            DeliveryPublic.model_validate(r)
+            for r in self.http.call("GET", "/api/v1/webhooks/deliveries", params=params)
+        ]
+
+
 class _StreamBody:
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
@@ -250,6 +275,10 @@ class RemoteWanlora:
     @contextmanager
     def registry(self, *, write: bool = True) -> Iterator[RemoteRegistry]:
         yield RemoteRegistry(self.http)
+
+    @contextmanager
+    def webhooks(self, *, write: bool = True) -> Iterator[RemoteWebhooks]:
+        yield RemoteWebhooks(self.http)
 
     @contextmanager
     def accounts(self, *, write: bool = True) -> Iterator[RemoteAccounts]:

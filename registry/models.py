@@ -37,6 +37,8 @@ __all__ = [
     "User",
     "Version",
     "VersionFile",
+    "Webhook",
+    "WebhookDelivery",
     "utcnow",
 ]
 
@@ -195,3 +197,41 @@ class ApiToken(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     revoked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Webhook(SQLModel, table=True):
+    """A receiver of signed notifications for some event kinds of one project ("*" = all)."""
+
+    __tablename__ = "webhooks"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2048)
+    project: str = Field(max_length=64)
+    events: list[str] = Field(default_factory=list, sa_type=JSON)
+    secret: str = Field(max_length=128)  # the HMAC key; it must be kept to sign, and is shown once
+    active: bool = True
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """The outbox and delivery log: written in the transaction of the change, delivered afterwards."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="ck_webhook_deliveries_status"),
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    webhook_id: int = Field(foreign_key="webhooks.id", index=True)
+    event_id: int = Field(foreign_key="events.id")
+    kind: str = Field(max_length=32)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    status: str = Field(default="pending", max_length=16)
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = Field(default=None, sa_type=Text)
+    next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -38,6 +38,7 @@ from registry.schemas import (
     parse_semver,
 )
 from registry.wan import base_model as lookup_base_model
+from registry.webhooks import enqueue as enqueue_webhooks
 
 __all__ = ["RegistryService"]
 
@@ -230,6 +231,7 @@ class RegistryService:
         )
         self.session.add(event)
         self.session.flush()
+        enqueue_webhooks(self.session, event, lora, version)
         return event
 
     def _set_status(

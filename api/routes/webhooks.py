@@ -1,0 +1,49 @@
+"""Webhooks (admins): add, list, remove, and the delivery log."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field
+
+from api.deps import CallerDep
+from api.errors import ERROR_RESPONSES
+from registry.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+
+router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
+
+
+class WebhookCreate(BaseModel):
+    url: str = Field(examples=["https://chat.example/hooks/wanlora"])
+    project: str = Field(examples=["brandx"], description="A project, or '*' for every project.")
+    events: list[str] = Field(examples=[["register", "promote", "rollback", "deprecate"]])
+    secret: str | None = Field(default=None, description="HMAC key; generated when omitted (and returned once).")
+
+
+@router.post("", status_code=201, summary="Add a webhook; its secret is in this answer only")
+def add_webhook(body: WebhookCreate, caller: CallerDep) -> WebhookCreated:
+    with caller.webhooks() as hooks:
+        return hooks.add(url=body.url, project=body.project, events=body.events, secret=body.secret)
+
+
+@router.get("", summary="Webhooks this caller manages")
+def list_webhooks(caller: CallerDep) -> list[WebhookPublic]:
+    with caller.webhooks(write=False) as hooks:
+        return hooks.list_webhooks()
+
+
+@router.delete("/{webhook_id}", summary="Stop a webhook (its delivery log is kept)")
+def remove_webhook(webhook_id: int, caller: CallerDep) -> WebhookPublic:
+    with caller.webhooks() as hooks:
+        return hooks.remove(webhook_id=webhook_id)
+
+
+@router.get("/deliveries", summary="The delivery log, newest first")
+def deliveries(
+    caller: CallerDep,
+    webhook_id: Annotated[int | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+) -> list[DeliveryPublic]:
+    with caller.webhooks(write=False) as hooks:
+        return hooks.deliveries(webhook_id=webhook_id, limit=limit)

@@ -1,0 +1,148 @@
+"""Webhooks: signed deliveries to a real receiver on loopback, retries with backoff, a delivery log, and
+a failing receiver that never blocks or fails the change."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from registry.app import Wanlora
+from registry.errors import InvalidInput, NotFound, PermissionDenied
+from registry.models import WebhookDelivery, utcnow
+from registry.webhooks import Dispatcher, sign
+from tests.conftest import BACKENDS
+from tests.helpers import register
+
+pytestmark = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.requests: list[tuple[dict[str, str], bytes]] = []
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+                self.send_response(receiver.status)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.server.shutdown()
+
+
+def test_signed_deliveries_for_each_event(wl: Wanlora, tmp_path: Path, receiver: Receiver) -> None:
+    with wl.webhooks() as hooks:
+        hook = hooks.add(url=receiver.url, project="*", events=["register", "promote", "rollback", "deprecate"])
+    register(wl, tmp_path, version="1.0.0", seed=1, scores={"consistency": 8.0})
+    register(wl, tmp_path, version="1.1.0", seed=2, changelog="more expressions")
+    with wl.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.0.0")
+        reg.promote(project="default", name="sarah", version="1.1.0", reason="better")
+        reg.rollback(project="default", name="sarah", reason="faces drift")
+        reg.deprecate(project="default", name="sarah", version="1.0.0", reason="recall")
+    assert Dispatcher(wl.db).run_once() == 6
+    kinds = [json.loads(body)["event"] for _, body in receiver.requests]
+    assert kinds == ["register", "register", "promote", "promote", "rollback", "deprecate"]
+    headers, body = receiver.requests[3]
+    expected = "sha256=" + hmac.new(hook.secret.encode(), body, hashlib.sha256).hexdigest()
+    assert headers["x-wanlora-signature"] == expected == sign(hook.secret, body)
+    assert headers["x-wanlora-event"] == "promote"
+    payload = json.loads(body)
+    assert (
+        payload["version"] == "1.1.0" and payload["changelog"] == "more expressions" and payload["reason"] == "better"
+    )
+    assert json.loads(receiver.requests[0][1])["scores"] == {"consistency": 8.0}
+    with wl.webhooks(write=False) as hooks:
+        log = hooks.deliveries()
+    assert {d.status for d in log} == {"delivered"} and all(d.attempts == 1 for d in log)
+
+
+def test_failing_receiver_never_blocks_and_is_retried(wl: Wanlora, tmp_path: Path, receiver: Receiver) -> None:
+    receiver.status = 500
+    with wl.webhooks() as hooks:
+        hooks.add(url=receiver.url, project="default", events=["register"])
+        hooks.add(url="http://127.0.0.1:9/refused", project="default", events=["register"])  # nothing listens
+    register(wl, tmp_path)  # the change succeeds whatever the receivers do
+    dispatcher = Dispatcher(wl.db, base_delay=60)
+    assert dispatcher.run_once() == 2
+    with wl.webhooks(write=False) as hooks:
+        log = {d.webhook_id: d for d in hooks.deliveries()}
+    assert log[1].status == "pending" and log[1].last_status_code == 500 and log[1].attempts == 1
+    assert log[2].status == "pending" and "ConnectError" in (log[2].last_error or "")
+    assert log[1].next_attempt_at > utcnow() + timedelta(seconds=50)  # backed off
+    assert dispatcher.run_once() == 0  # nothing due yet
+    receiver.status = 200
+    with wl.db.session() as s:  # let time pass
+        for d in s.exec(WebhookDelivery.__table__.select()).all():  # type: ignore[attr-defined]
+            row = s.get(WebhookDelivery, d.id)
+            assert row is not None
+            row.next_attempt_at = utcnow()
+            s.add(row)
+    assert dispatcher.run_once() == 2
+    with wl.webhooks(write=False) as hooks:
+        log = {d.webhook_id: d for d in hooks.deliveries()}
+    assert log[1].status == "delivered" and log[1].attempts == 2
+    assert log[2].status == "pending" and log[2].attempts == 2
+
+
+def test_gives_up_after_max_attempts(wl: Wanlora, tmp_path: Path) -> None:
+    with wl.webhooks() as hooks:
+        hooks.add(url="http://127.0.0.1:9/refused", project="*", events=["register"])
+    register(wl, tmp_path)
+    dispatcher = Dispatcher(wl.db, base_delay=0, max_attempts=3)
+    for _ in range(3):
+        dispatcher.run_once()
+        with wl.db.session() as s:
+            for row in s.exec(WebhookDelivery.__table__.select()).all():  # type: ignore[attr-defined]
+                d = s.get(WebhookDelivery, row.id)
+                assert d is not None
+                d.next_attempt_at = utcnow()
+                s.add(d)
+    with wl.webhooks(write=False) as hooks:
+        [d] = hooks.deliveries()
+    assert d.status == "failed" and d.attempts == 3
+
+
+def test_webhook_validation_and_scope(wl: Wanlora, receiver: Receiver) -> None:
+    with wl.webhooks() as hooks:
+        with pytest.raises(InvalidInput, match="unknown webhook events"):
+            hooks.add(url=receiver.url, project="*", events=["explode"])
+        with pytest.raises(InvalidInput, match="invalid webhook URL"):
+            hooks.add(url="file:///etc/passwd", project="*", events=["register"])
+        hook = hooks.add(url=receiver.url, project="p1", events=["promote"])
+    with wl.accounts() as acc:
+        acc.add_user(name="t")
+        token = acc.create_token(user="t", project="p1", role="trainer").token
+    with wl.accounts(write=False) as acc:
+        trainer = wl.as_principal(acc.authenticate(token))
+    with trainer.webhooks() as hooks:
+        assert hooks.list_webhooks() == []
+        with pytest.raises(PermissionDenied):
+            hooks.add(url=receiver.url, project="p1", events=["promote"])
+        with pytest.raises(NotFound):
+            hooks.remove(webhook_id=hook.id)
+    with wl.webhooks() as hooks:
+        assert hooks.remove(webhook_id=hook.id).active is False
