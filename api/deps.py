@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from registry.app import Wanlora
@@ -20,6 +21,11 @@ class ServerState:
     uploads: Path
     max_upload_bytes: int
 
+
+# Row ids are 32-bit in PostgreSQL; anything larger is a 422, never an overflow deep in the driver.
+MAX_ID = 2**31 - 1
+IdPath = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `wanlora token create`.")
 

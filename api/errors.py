@@ -45,6 +45,10 @@ def install(app: FastAPI) -> None:
     async def _registry_error(_: Request, exc: WanloraError) -> JSONResponse:
         return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.hint)
 
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # a bug: same shape, no internals
+        return error_response(500, "error", "internal error", "the server log has the details")
+
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())

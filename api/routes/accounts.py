@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep
+from api.deps import CallerDep, IdPath
 from api.errors import ERROR_RESPONSES
 from registry.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
 
@@ -53,6 +53,6 @@ def list_tokens(caller: CallerDep) -> list[TokenPublic]:
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token")
-def revoke_token(token_id: int, caller: CallerDep) -> TokenPublic:
+def revoke_token(token_id: IdPath, caller: CallerDep) -> TokenPublic:
     with caller.accounts() as acc:
         return acc.revoke_token(token_id=token_id)

@@ -24,7 +24,7 @@ class Changes(BaseModel):
 @router.get("/changes", summary="Wait until the event log moves past `since` (long poll)")
 async def changes(
     caller: CallerDep,
-    since: Annotated[int, Query(ge=0, description="The last event id the caller has seen.")] = 0,
+    since: Annotated[int, Query(ge=0, le=2**63 - 1, description="The last event id the caller has seen.")] = 0,
     wait: Annotated[float, Query(ge=0, le=60, description="Seconds to wait for a change.")] = 25,
 ) -> Changes:
     """Answers at once when there is a newer event, else within `wait` seconds (checking every 50 ms);

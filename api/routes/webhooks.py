@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep
+from api.deps import CallerDep, IdPath, IdQuery
 from api.errors import ERROR_RESPONSES
 from registry.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
 
@@ -34,7 +34,7 @@ def list_webhooks(caller: CallerDep) -> list[WebhookPublic]:
 
 
 @router.delete("/{webhook_id}", summary="Stop a webhook (its delivery log is kept)")
-def remove_webhook(webhook_id: int, caller: CallerDep) -> WebhookPublic:
+def remove_webhook(webhook_id: IdPath, caller: CallerDep) -> WebhookPublic:
     with caller.webhooks() as hooks:
         return hooks.remove(webhook_id=webhook_id)
 
@@ -42,7 +42,7 @@ def remove_webhook(webhook_id: int, caller: CallerDep) -> WebhookPublic:
 @router.get("/deliveries", summary="The delivery log, newest first")
 def deliveries(
     caller: CallerDep,
-    webhook_id: Annotated[int | None, Query()] = None,
+    webhook_id: IdQuery = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[DeliveryPublic]:
     with caller.webhooks(write=False) as hooks:

@@ -149,3 +149,15 @@ def test_openapi_is_complete(api: Api) -> None:
         spec["paths"]
     )
     assert "HTTPBearer" in spec["components"]["securitySchemes"]
+
+
+def test_huge_ids_are_422_not_overflows(api: Api) -> None:
+    for method, path in (
+        ("GET", "/api/v1/webhooks/deliveries?webhook_id=9223372036854775808"),
+        ("DELETE", "/api/v1/tokens/99999999999"),
+        ("DELETE", "/api/v1/webhooks/2147483648"),
+        ("GET", "/api/v1/changes?since=99999999999999999999&wait=0"),
+    ):
+        response = api.call("admin", method, path)
+        assert response.status_code == 422, (path, response.text)
+        assert response.json()["error"]["code"] == "invalid_input"
