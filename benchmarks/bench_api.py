@@ -1,0 +1,246 @@
+"""Team-server benchmarks (issue 3). Figures are ratios against references measured in the same run.
+
+    .venv/bin/python benchmarks/bench_api.py transfer --size-gb 1
+    .venv/bin/python benchmarks/bench_api.py resolve [--mlflow-python PATH] [--duration 10]
+
+transfer: a ~1 GB LoRA uploaded and registered through the API (`wanlora register` with --server), then
+    pulled by `wanlora sync` with a production token; speeds against `cp` + `sha256sum` of the same file,
+    and the server's and the clients' peak memory (GNU time), which must not grow with the file.
+resolve: requests/s and p99 latency of `GET /api/v1/projects/{p}/resolve?lora=` at 32 connections on
+    loopback (wrk), against a stock MLflow server's registered-model alias lookup
+    (`GET /api/2.0/mlflow/registered-models/alias`) with its default workers, run side by side. MLflow is
+    installed into its own virtual environment by `--setup-mlflow` (it is not a wanlora dependency).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from bench_registry import BIG_BASE, timed_child  # noqa: E402
+
+from registry.synth import synth_lora  # noqa: E402
+
+WANLORA = str(Path(sys.executable).with_name("wanlora"))
+GNU_TIME = shutil.which("time") or "/usr/bin/time"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not come up")
+
+
+class Server:
+    """`wanlora serve` under GNU time, so that its peak RSS is known when it stops."""
+
+    def __init__(self, home: Path, workers: int = 1) -> None:
+        home.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.rss_file = home / "server-rss"
+        self.env = {**os.environ, "WANLORA_HOME": str(home), "PYTHONPATH": str(ROOT)}
+        for key in ("WANLORA_DATABASE_URL", "WANLORA_STORAGE_URL", "WANLORA_SERVER", "WANLORA_TOKEN"):
+            self.env.pop(key, None)
+        self.proc = subprocess.Popen(
+            [GNU_TIME, "-f", "%M", "-o", str(self.rss_file), WANLORA, "serve", "--port", str(self.port),
+             "--workers", str(workers)],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert self.proc.stdout is not None
+        self.token = ""
+        for line in self.proc.stdout:
+            if line.startswith("wlt_"):
+                self.token = line.strip()
+                break
+        wait_http(f"{self.url}/api/v1/health")
+
+    def stop(self) -> int:
+        # GNU time passes the signal on and writes the peak when its child exits
+        for child in _children(self.proc.pid):
+            os.kill(child, signal.SIGINT)
+        self.proc.wait(30)
+        return int(self.rss_file.read_text().split()[-1]) // 1024
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [int(p) for p in out.split()]
+
+
+def cli(server: Server, token: str, *args: str) -> tuple[float, int]:
+    env = {**server.env, "WANLORA_SERVER": server.url, "WANLORA_TOKEN": token}
+    return timed_child([WANLORA, *args], env)
+
+
+def bench_transfer(work: Path, size_gb: float) -> dict[str, float]:
+    per_block = 256 * 2 * (4 * (5120 + 5120) + 2 * (5120 + 13824))
+    blocks = max(1, min(40, round(size_gb * 2**30 / per_block)))
+    src = work / "big.safetensors"
+    print(f"writing a synthetic LoRA of {blocks} blocks ...", flush=True)
+    targets = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "ffn.0", "ffn.2")
+    synth_lora(src, base_model=BIG_BASE, rank=256, blocks=blocks, targets=targets, seed=1)
+    size = src.stat().st_size
+    subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
+    cp_t, _ = timed_child(["cp", str(src), str(work / "copy.safetensors")])
+    sha_t, _ = timed_child(["sha256sum", str(src)])
+    (work / "copy.safetensors").unlink()
+    server = Server(work / "server")
+    try:
+        up_t, up_rss = cli(server, server.token, "register", str(src), "--lora", "big", "-p", "bench",
+                           "--category", "style", "--base-model", BIG_BASE, "--version", "1.0.0", "-m", "bench", "-q")  # fmt: skip
+        cli(server, server.token, "promote", "big", "1.0.0", "-p", "bench")
+        env = {**server.env, "WANLORA_SERVER": server.url, "WANLORA_TOKEN": server.token}
+        out = subprocess.run([WANLORA, "user", "add", "host"], env=env, capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        out = subprocess.run([WANLORA, "token", "create", "-u", "host", "-p", "bench", "-r", "production", "--json"],
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        production = json.loads(out.stdout)["token"]
+        down_t, down_rss = cli(server, production, "sync", "--comfyui", str(work / "ComfyUI"), "--json")
+    finally:
+        server_rss = server.stop()
+    ref = cp_t + sha_t
+    return {
+        "file_mb": size / 2**20,
+        "cp_s": cp_t,
+        "sha256sum_s": sha_t,
+        "upload_and_register_s": up_t,
+        "download_sync_s": down_t,
+        "upload_speed_vs_cp_plus_sha256sum": ref / up_t,
+        "download_speed_vs_cp_plus_sha256sum": ref / down_t,
+        "server_peak_rss_mb": server_rss,
+        "upload_client_peak_rss_mb": up_rss,
+        "download_client_peak_rss_mb": down_rss,
+    }
+
+
+def wrk(url: str, headers: dict[str, str], duration: int, connections: int = 32) -> dict[str, float]:
+    if not shutil.which("wrk"):
+        raise SystemExit("wrk is needed: apt-get install wrk")
+    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
+    for k, v in headers.items():
+        cmd += ["-H", f"{k}: {v}"]
+    out = subprocess.run([*cmd, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p99 = re.search(r"99%\s+([\d.]+)(us|ms|s)", out)
+    assert p99 is not None, out
+    scale = {"us": 0.001, "ms": 1.0, "s": 1000.0}[p99.group(2)]
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p99_ms": float(p99.group(1)) * scale, "errors": float(non2xx.group(1)) if non2xx else 0.0}
+
+
+def mlflow_server(python: Path, work: Path) -> tuple[subprocess.Popen[str], str]:
+    port = free_port()
+    store = work / "mlflow"
+    store.mkdir()
+    mlflow = python.with_name("mlflow")
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+         "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}", "--default-artifact-root", str(store / "art")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    wait_http(f"{url}/health", timeout=120)
+    return proc, url
+
+
+def bench_resolve(work: Path, duration: int, mlflow_python: Path | None, workers: int) -> dict[str, object]:
+    import httpx
+
+    server = Server(work / "server", workers=workers)
+    results: dict[str, object] = {"connections": 32, "duration_s": duration, "wanlora_workers": workers}
+    try:
+        lora = synth_lora(work / "small.safetensors", base_model="wan2.2-ti2v-5b", rank=8, blocks=2, seed=3)
+        env = {**server.env, "WANLORA_SERVER": server.url, "WANLORA_TOKEN": server.token}
+        subprocess.run([WANLORA, "register", str(lora), "--lora", "hero", "-p", "bench", "--category", "style",
+                        "--base-model", "wan2.2-ti2v-5b", "--version", "1.0.0", "-m", "x", "-q"], env=env, check=True)  # fmt: skip
+        subprocess.run([WANLORA, "promote", "hero", "1.0.0", "-p", "bench"], env=env, check=True, capture_output=True)
+        subprocess.run([WANLORA, "user", "add", "host"], env=env, check=True, capture_output=True)
+        out = subprocess.run([WANLORA, "token", "create", "-u", "host", "-p", "bench", "-r", "production", "--json"],
+                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        token = json.loads(out.stdout)["token"]
+        url = f"{server.url}/api/v1/projects/bench/resolve?lora=hero"
+        assert httpx.get(url, headers={"Authorization": f"Bearer {token}"}).json()[0]["version"] == "1.0.0"
+        wrk(url, {"Authorization": f"Bearer {token}"}, 2)  # warm-up
+        results["wanlora"] = wrk(url, {"Authorization": f"Bearer {token}"}, duration)
+    finally:
+        server.stop()
+    if mlflow_python is not None:
+        proc, mlflow_url = mlflow_server(mlflow_python, work)
+        try:
+            api = f"{mlflow_url}/api/2.0/mlflow"
+            httpx.post(f"{api}/registered-models/create", json={"name": "hero"}).raise_for_status()
+            httpx.post(f"{api}/model-versions/create", json={"name": "hero", "source": "/tmp/x"}).raise_for_status()
+            httpx.post(
+                f"{api}/registered-models/alias", json={"name": "hero", "alias": "current", "version": "1"}
+            ).raise_for_status()
+            alias_url = f"{api}/registered-models/alias?name=hero&alias=current"
+            assert httpx.get(alias_url).json()["model_version"]["version"] == "1"
+            wrk(alias_url, {}, 2)
+            results["mlflow"] = wrk(alias_url, {}, duration)
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(30)
+        ours, theirs = results["wanlora"], results["mlflow"]
+        assert isinstance(ours, dict) and isinstance(theirs, dict)
+        results["rps_vs_mlflow"] = ours["rps"] / theirs["rps"]
+        results["p99_vs_mlflow"] = ours["p99_ms"] / theirs["p99_ms"]
+    return results
+
+
+def setup_mlflow(target: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
+    subprocess.run([str(target / "bin/pip"), "install", "-q", "mlflow>=3,<4"], check=True)
+    return target / "bin/python"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=("transfer", "resolve"))
+    parser.add_argument("--size-gb", type=float, default=1.0)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--mlflow-python", type=Path, default=None, help="python of a venv with mlflow")
+    parser.add_argument("--setup-mlflow", type=Path, default=None, help="create that venv here first")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="wanlora-bench-api-"))
+    try:
+        if args.what == "transfer":
+            result: dict[str, object] = dict(bench_transfer(work, args.size_gb))
+        else:
+            mlflow_python = setup_mlflow(args.setup_mlflow) if args.setup_mlflow else args.mlflow_python
+            result = bench_resolve(work, args.duration, mlflow_python, args.workers)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
