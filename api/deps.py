@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +10,7 @@ from fastapi import Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from api.cache import AuthCache, Generation, ResponseCache
 from registry.app import Wanlora
 from registry.settings import Settings
 
@@ -20,6 +21,9 @@ class ServerState:
     settings: Settings
     uploads: Path
     max_upload_bytes: int
+    auth: AuthCache = field(default_factory=lambda: AuthCache(0))
+    generation: Generation | None = None
+    responses: ResponseCache = field(default_factory=ResponseCache)
 
 
 # Row ids are 32-bit in PostgreSQL; anything larger is a 422, never an overflow deep in the driver.
@@ -42,8 +46,12 @@ def get_caller(
     state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Wanlora:
     """The registry acting for the token's principal; 401 for no, a bad, an expired or a revoked token."""
-    with state.wl.accounts(write=False) as accounts:
-        principal = accounts.authenticate(credentials.credentials if credentials else None)
+    token = credentials.credentials if credentials else None
+    principal = state.auth.get(token) if token else None
+    if principal is None:
+        with state.wl.accounts(write=False) as accounts:
+            principal, expires_at = accounts.authenticate_with_expiry(token)
+        state.auth.put(token or "", principal, expires_at)
     return state.wl.as_principal(principal)
 
 

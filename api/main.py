@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from api import errors
+from api.cache import AuthCache, Generation
 from api.deps import ServerState
 from api.routes import accounts, feed, files, loras, webhooks
 from registry.app import Wanlora
@@ -47,10 +48,30 @@ def create_app(
             thread.join(10)
 
     app = FastAPI(title="wanlora", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+
+    def newest_event() -> int:
+        with wl.registry(write=False) as reg:
+            return reg.last_event_id()
+
     app.state.wanlora = ServerState(
-        wl=wl, settings=settings, uploads=uploads, max_upload_bytes=settings.max_upload_bytes
+        wl=wl,
+        settings=settings,
+        uploads=uploads,
+        max_upload_bytes=settings.max_upload_bytes,
+        auth=AuthCache(settings.auth_cache_seconds),
+        generation=Generation(newest_event, settings.change_check_seconds),
     )
     errors.install(app)
+
+    @app.middleware("http")
+    async def _fresh_after_writes(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        # A change made through this process is visible to its very next read; other processes see it
+        # within change_check_seconds.
+        response = await call_next(request)
+        if request.method not in ("GET", "HEAD", "OPTIONS"):
+            app.state.wanlora.generation.invalidate()
+        return response
+
     app.include_router(loras.every_project)
     for module in (loras, files, accounts, feed, webhooks):
         app.include_router(module.router)

@@ -159,6 +159,10 @@ class AccountService:
 
     def authenticate(self, token: str | None) -> Principal:
         """The principal a presented token stands for; Unauthenticated for anything else."""
+        return self.authenticate_with_expiry(token)[0]
+
+    def authenticate_with_expiry(self, token: str | None) -> tuple[Principal, datetime | None]:
+        """``authenticate``, plus the token's expiry (for callers that cache the answer)."""
         if not token:
             raise Unauthenticated("no API token given", hint="pass a token: WANLORA_TOKEN or Authorization: Bearer")
         found = self.session.exec(
@@ -176,7 +180,8 @@ class AccountService:
                 "the API token is not valid (unknown, expired or revoked)", hint="ask for a new token"
             )
         row, user = found
-        return Principal(user=user.name, subject=f"token:{row.id}", role=row.role, project=row.project)
+        principal = Principal(user=user.name, subject=f"token:{row.id}", role=row.role, project=row.project)
+        return principal, _aware(row.expires_at)
 
     def bootstrap_admin(self, *, name: str = "admin") -> TokenCreated | None:
         """On a server's first start: the first admin and a token for every project, or None if users exist."""

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(
         default=8 * 1024**3, description="Largest file the API accepts (bytes); larger uploads get 413."
     )
+    auth_cache_seconds: float = Field(
+        default=2.0, description="How long a server process trusts a checked token (revocation delay elsewhere)."
+    )
+    change_check_seconds: float = Field(
+        default=0.05, description="How often a server process re-reads the event log head for cached answers."
+    )
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
 

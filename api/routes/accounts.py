@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, IdPath
+from api.deps import CallerDep, IdPath, StateDep
 from api.errors import ERROR_RESPONSES
 from registry.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
 
@@ -53,6 +53,8 @@ def list_tokens(caller: CallerDep) -> list[TokenPublic]:
 
 
 @router.delete("/tokens/{token_id}", summary="Revoke a token")
-def revoke_token(token_id: IdPath, caller: CallerDep) -> TokenPublic:
+def revoke_token(token_id: IdPath, caller: CallerDep, state: StateDep) -> TokenPublic:
     with caller.accounts() as acc:
-        return acc.revoke_token(token_id=token_id)
+        revoked = acc.revoke_token(token_id=token_id)
+    state.auth.clear()  # at once in this process; other workers within auth_cache_seconds
+    return revoked

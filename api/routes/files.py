@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, ServerState, StateDep
@@ -162,14 +162,30 @@ def _resolved(t: SyncTarget, base: str) -> Resolved:
     )
 
 
-@router.get("/projects/{project}/resolve", summary="What this caller should pull: the current versions")
+_RESOLVED = TypeAdapter(list[Resolved])
+
+
+@router.get(
+    "/projects/{project}/resolve",
+    summary="What this caller should pull: the current versions",
+    response_model=list[Resolved],
+)
 def resolve(
-    project: str, request: Request, caller: CallerDep, lora: Annotated[str | None, Query()] = None
-) -> list[Resolved]:
-    with caller.registry(write=False) as reg:
-        targets = reg.current_targets(project=project)
+    project: str, request: Request, caller: CallerDep, state: StateDep, lora: Annotated[str | None, Query()] = None
+) -> Response:
+    """The hot path of every ComfyUI host. Answers are cached per caller and request, and stay valid
+    while the event log does not move (re-checked every `change_check_seconds`)."""
+    assert state.generation is not None
+    generation = state.generation.current()
     base = str(request.base_url).rstrip("/")
-    return [_resolved(t, base) for t in targets if lora is None or t.lora == lora]
+    key = ("resolve", caller.principal, project, lora, base)
+    body = state.responses.get(key, generation)
+    if body is None:
+        with caller.registry(write=False) as reg:
+            targets = reg.current_targets(project=project)
+        body = _RESOLVED.dump_json([_resolved(t, base) for t in targets if lora is None or t.lora == lora])
+        state.responses.put(key, generation, body)
+    return Response(body, media_type="application/json")
 
 
 @router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")

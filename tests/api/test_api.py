@@ -161,3 +161,23 @@ def test_huge_ids_are_422_not_overflows(api: Api) -> None:
         response = api.call("admin", method, path)
         assert response.status_code == 422, (path, response.text)
         assert response.json()["error"]["code"] == "invalid_input"
+
+
+def test_resolve_follows_changes_at_once(api: Api) -> None:
+    def current() -> str:
+        return api.call("production", "GET", f"{P}/resolve?lora=sarah").json()[0]["version"]
+
+    assert current() == "1.1.0"
+    assert current() == "1.1.0"  # served from the cache
+    api.call("admin", "POST", f"{P}/loras/sarah/rollback", json={"reason": "regression"})
+    assert current() == "1.0.0"
+    api.call("admin", "POST", f"{P}/loras/sarah/versions/1.2.0/promote")
+    assert current() == "1.2.0"
+
+
+def test_revoked_token_is_refused_at_once(api: Api) -> None:
+    assert api.call("trainer", "GET", f"{P}/loras").status_code == 200  # now cached as valid
+    tokens = api.call("admin", "GET", "/api/v1/tokens").json()
+    mine = next(t for t in tokens if t["user"] == "trainer" and t["revoked_at"] is None)
+    assert api.call("admin", "DELETE", f"/api/v1/tokens/{mine['id']}").status_code == 200
+    assert api.call("trainer", "GET", f"{P}/loras").status_code == 401
