@@ -57,6 +57,10 @@ class Generation:
         self._checked = 0.0
         self._lock = threading.Lock()
 
+    def due(self) -> bool:
+        """True when ``current`` would read the database (so an async caller can do it off the loop)."""
+        return time.monotonic() - self._checked >= self.interval
+
     def current(self) -> int:
         now = time.monotonic()
         if now - self._checked >= self.interval:

@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -71,7 +72,7 @@ class Server:
             self.env.pop(key, None)
         self.proc = subprocess.Popen(
             [GNU_TIME, "-f", "%M", "-o", str(self.rss_file), WANLORA, "serve", "--port", str(self.port),
-             "--workers", str(workers)],
+             "--workers", str(workers), "--no-access-log"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -80,6 +81,8 @@ class Server:
             if line.startswith("wlt_"):
                 self.token = line.strip()
                 break
+        # keep draining what the server prints, or a full pipe would stall it
+        threading.Thread(target=lambda: [None for _ in self.proc.stdout or []], daemon=True).start()
         wait_http(f"{self.url}/api/v1/health")
 
     def stop(self) -> int:
@@ -197,7 +200,9 @@ def bench_resolve(work: Path, duration: int, mlflow_python: Path | None, workers
         try:
             api = f"{mlflow_url}/api/2.0/mlflow"
             httpx.post(f"{api}/registered-models/create", json={"name": "hero"}).raise_for_status()
-            httpx.post(f"{api}/model-versions/create", json={"name": "hero", "source": "/tmp/x"}).raise_for_status()
+            httpx.post(
+                f"{api}/model-versions/create", json={"name": "hero", "source": "s3://bench/hero/1"}
+            ).raise_for_status()
             httpx.post(
                 f"{api}/registered-models/alias", json={"name": "hero", "alias": "current", "version": "1"}
             ).raise_for_status()

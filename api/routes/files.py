@@ -170,22 +170,28 @@ _RESOLVED = TypeAdapter(list[Resolved])
     summary="What this caller should pull: the current versions",
     response_model=list[Resolved],
 )
-def resolve(
+async def resolve(
     project: str, request: Request, caller: CallerDep, state: StateDep, lora: Annotated[str | None, Query()] = None
 ) -> Response:
     """The hot path of every ComfyUI host. Answers are cached per caller and request, and stay valid
-    while the event log does not move (re-checked every `change_check_seconds`)."""
-    assert state.generation is not None
-    generation = state.generation.current()
+    while the event log does not move (re-checked every `change_check_seconds`); a cached answer is
+    served without leaving the event loop, everything else runs in the thread pool."""
+    generations = state.generation
+    assert generations is not None
+    generation = await run_in_threadpool(generations.current) if generations.due() else generations.current()
     base = str(request.base_url).rstrip("/")
     key = ("resolve", caller.principal, project, lora, base)
     body = state.responses.get(key, generation)
     if body is None:
-        with caller.registry(write=False) as reg:
-            targets = reg.current_targets(project=project)
-        body = _RESOLVED.dump_json([_resolved(t, base) for t in targets if lora is None or t.lora == lora])
+        body = await run_in_threadpool(_resolve_body, caller, project, lora, base)
         state.responses.put(key, generation, body)
     return Response(body, media_type="application/json")
+
+
+def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str) -> bytes:
+    with caller.registry(write=False) as reg:
+        targets = reg.current_targets(project=project)
+    return _RESOLVED.dump_json([_resolved(t, base) for t in targets if lora is None or t.lora == lora])
 
 
 @router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")
