@@ -12,6 +12,7 @@ import pytest
 
 from registry.app import Wanlora
 from registry.db import Database
+from registry.s3 import S3Store
 from registry.storage import LocalStore
 
 PG_DSN = os.environ.get("WANLORA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -64,6 +65,29 @@ def store(tmp_path: Path) -> LocalStore:
 @pytest.fixture
 def wl(db: Database, store: LocalStore) -> Wanlora:
     return Wanlora(db=db, store=store, actor="tester")
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol server (moto in server mode) on loopback, for the whole test session."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def make_s3(endpoint: str, **kw: object) -> S3Store:
+    import boto3
+
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+    return S3Store(f"s3://{bucket}/team/loras", endpoint_url=endpoint, region="us-east-1", **kw)  # type: ignore[arg-type]
 
 
 def stored_objects(store: LocalStore) -> list[Path]:

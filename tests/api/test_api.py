@@ -18,6 +18,7 @@ CALLERS = ("trainer", "production", "admin", "stranger", "none", "bad", "expired
 DENIED = {"none": 401, "bad": 401, "expired": 401, "revoked": 401, "stranger": 403}
 
 P = "/api/v1/projects/p1"
+RAW = {"__raw__": True}  # the body is a file upload, not JSON
 # (method, path, json body, expected status for trainer, production, admin); outsiders per DENIED.
 # Each row starts from the same state (a fresh database); "{caller}" in a body keeps callers apart.
 MATRIX: list[tuple[str, str, Any, tuple[int, int, int]]] = [
@@ -44,6 +45,16 @@ MATRIX: list[tuple[str, str, Any, tuple[int, int, int]]] = [
     ("POST", "/api/v1/tokens", {"user": "trainer", "project": "p1", "role": "production"}, (403, 403, 201)),
     ("GET", "/api/v1/users", None, (403, 403, 403)),
     ("POST", "/api/v1/users", {"name": "zed"}, (403, 403, 403)),
+    ("POST", "/api/v1/uploads?project=p1", RAW, (201, 403, 201)),
+    ("GET", "/api/v1/webhooks", None, (200, 200, 200)),
+    (
+        "POST",
+        "/api/v1/webhooks",
+        {"url": "http://127.0.0.1:9/h", "project": "p1", "events": ["promote"]},
+        (403, 403, 201),
+    ),
+    ("GET", "/api/v1/webhooks/deliveries", None, (200, 200, 200)),
+    ("DELETE", "/api/v1/tokens/1", None, (403, 403, 403)),  # the first admin's token for every project
     ("POST", f"{P}/loras/sarah/versions/1.2.0/deprecate", {"reason": "x"}, (403, 403, 200)),
     ("POST", f"{P}/loras/sarah/versions/1.2.0/promote", {"reason": "x"}, (403, 403, 200)),
     ("POST", f"{P}/loras/sarah/rollback", {"reason": "x"}, (403, 403, 200)),
@@ -57,8 +68,13 @@ def test_role_matrix(api: Api, row: int) -> None:
         want = dict(zip(("trainer", "production", "admin"), expected, strict=True)).get(caller, DENIED.get(caller))
         if caller == "stranger" and path.startswith("/api/v1/") and not path.startswith(P):
             continue  # project-less endpoints: what a stranger sees is filtered, tested below
-        payload = {k: v.format(caller=caller) if isinstance(v, str) else v for k, v in body.items()} if body else None
-        response = api.call(caller, method, path, json=payload)
+        if body is RAW:
+            response = api.call(caller, method, path, content=b"lora bytes")
+        else:
+            payload = (
+                {k: v.format(caller=caller) if isinstance(v, str) else v for k, v in body.items()} if body else None
+            )
+            response = api.call(caller, method, path, json=payload)
         assert response.status_code == want, (caller, method, path, response.text)
         if want >= 400:
             error = response.json()["error"]

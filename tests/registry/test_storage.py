@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from registry.app import RegisterRequest, Wanlora
 from registry.db import Database
@@ -20,24 +16,7 @@ from registry.s3 import S3Store
 from registry.storage import ArtifactStore, LocalStore, open_store
 from registry.sync import sync_comfyui
 from registry.synth import synth_lora
-
-
-@pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "test")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "test")
-    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-def make_s3(endpoint: str, **kw: object) -> S3Store:
-    bucket = f"b-{uuid.uuid4().hex[:10]}"
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-    return S3Store(f"s3://{bucket}/team/loras", endpoint_url=endpoint, region="us-east-1", **kw)  # type: ignore[arg-type]
+from tests.conftest import make_s3
 
 
 @pytest.fixture(params=["local", "s3"])
