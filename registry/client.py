@@ -230,19 +230,15 @@ class RemoteWebhooks:
 
 
 class _StreamBody:
+    """An HTTP response body as ``read``: each call returns the next chunk as it arrives (no copying
+    into a buffer), which is all a verifying, streaming reader needs."""
+
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._chunks = response.iter_bytes(CHUNK)
-        self._buffer = b""
+        self._chunks = response.iter_bytes(1 << 20)
 
     def read(self, n: int = CHUNK) -> bytes:
-        while len(self._buffer) < n:
-            chunk = next(self._chunks, b"")
-            if not chunk:
-                break
-            self._buffer += chunk
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        return out
+        return next(self._chunks, b"")
 
     def close(self) -> None:
         self._response.close()
