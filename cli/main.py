@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from typer.core import TyperGroup
 
@@ -35,9 +36,11 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except WanloraError as exc:
-            render.err_console.print(f"[bold red]{type(exc).__name__}[/]: {exc.message}", highlight=False)
+            render.err_console.print(
+                f"[bold red]{type(exc).__name__}[/]: {escape(exc.message)}", highlight=False, soft_wrap=True
+            )
             if exc.hint:
-                render.err_console.print(f"[dim]fix:[/] {exc.hint}", highlight=False)
+                render.err_console.print(f"[dim]fix:[/] {escape(exc.hint)}", highlight=False, soft_wrap=True)
             raise typer.Exit(2 if isinstance(exc, InvalidInput) else 1) from None
 
 

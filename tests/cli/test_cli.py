@@ -195,3 +195,12 @@ def test_users_tokens_and_acting_with_a_token(env: Path, monkeypatch: pytest.Mon
     run("token", "revoke", str(created["id"]))
     monkeypatch.setenv("WANLORA_TOKEN", created["token"])
     assert "Unauthenticated" in run("list", code=1)
+
+
+def test_error_text_is_printed_verbatim(env: Path) -> None:
+    bad = env / "x.safetensors"
+    bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00[bold]{}")  # header '[bold]{}' is not JSON
+    out = run("inspect", str(bad), code=2)
+    assert "not valid JSON" in out
+    out = run("lora", "create", "x", "-c", "style", "-b", "sdxl[fancy]", code=2)
+    assert "sdxl[fancy]" in out
