@@ -123,3 +123,38 @@ def test_sync_watch_follows_the_change_feed(server: tuple[str, str], tmp_path: P
     finally:
         watcher.terminate()
         watcher.wait(10)
+
+
+def test_more_commands_through_the_server(server: tuple[str, str], tmp_path: Path) -> None:
+    run("lora", "create", "wc", "-c", "style", "-b", SINGLE, "-t", "wcstyle", "-p", "studio")
+    run(
+        "register",
+        str(make(tmp_path, "w", seed=3)),
+        "--lora",
+        "wc",
+        "-p",
+        "studio",
+        "--version",
+        "0.1.0",
+        "-m",
+        "x",
+        "-q",
+    )
+    assert json.loads(run("annotate", "wc@0.1.0", "-p", "studio", "--score", "style=9.4", "--json"))["scores"] == {
+        "style": 9.4
+    }
+    hook = json.loads(run("webhook", "add", "http://127.0.0.1:9/h", "--events", "deprecate", "-p", "studio", "--json"))
+    assert hook["secret"] and [h["id"] for h in json.loads(run("webhook", "list", "--json"))] == [hook["id"]]
+    assert (
+        json.loads(run("deprecate", "wc", "0.1.0", "-p", "studio", "--reason", "no", "--json"))["status"]
+        == "deprecated"
+    )
+    deliveries = json.loads(run("webhook", "deliveries", "--json"))
+    assert [d["kind"] for d in deliveries] == ["deprecate"]
+    run("webhook", "remove", str(hook["id"]))
+    run("user", "add", "tina")
+    created = json.loads(
+        run("token", "create", "-u", "tina", "-p", "studio", "-r", "trainer", "--expires", "1d", "--json")
+    )
+    assert any(t["id"] == created["id"] for t in json.loads(run("token", "list", "--json")))
+    assert "revoked" in run("token", "revoke", str(created["id"]))
