@@ -10,14 +10,14 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlmodel import Session, col, select
 
 from registry.auth import ALL_PROJECTS, ROLES, Action, Authorizer, Principal, default_authorizer
 from registry.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
-from registry.models import ApiToken, User, utcnow
+from registry.models import ApiToken, User, as_utc, utcnow
 from registry.schemas import check_name
 
 __all__ = ["AccountService", "TokenCreated", "TokenPublic", "UserPublic", "parse_duration"]
@@ -36,10 +36,6 @@ def parse_duration(text: str) -> timedelta:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class UserPublic(BaseModel):
@@ -79,10 +75,10 @@ class AccountService:
             project=t.project,
             role=t.role,
             created_by=t.created_by,
-            created_at=_aware(t.created_at) or t.created_at,
-            expires_at=_aware(t.expires_at),
-            revoked_at=_aware(t.revoked_at),
-            last_used_at=_aware(t.last_used_at),
+            created_at=as_utc(t.created_at) or t.created_at,
+            expires_at=as_utc(t.expires_at),
+            revoked_at=as_utc(t.revoked_at),
+            last_used_at=as_utc(t.last_used_at),
         )
 
     def _user(self, name: str) -> User:
@@ -108,7 +104,7 @@ class AccountService:
         self.authz.require(self.principal, ALL_PROJECTS, Action.USER_MANAGE)
         rows = self.session.exec(select(User).order_by(User.name)).all()
         return [
-            UserPublic(name=u.name, created_by=u.created_by, created_at=_aware(u.created_at) or u.created_at)
+            UserPublic(name=u.name, created_by=u.created_by, created_at=as_utc(u.created_at) or u.created_at)
             for u in rows
         ]
 
@@ -174,14 +170,14 @@ class AccountService:
         if (
             found is None
             or found[0].revoked_at is not None
-            or (found[0].expires_at is not None and (_aware(found[0].expires_at) or now) <= now)
+            or (found[0].expires_at is not None and (as_utc(found[0].expires_at) or now) <= now)
         ):
             raise Unauthenticated(
                 "the API token is not valid (unknown, expired or revoked)", hint="ask for a new token"
             )
         row, user = found
         principal = Principal(user=user.name, subject=f"token:{row.id}", role=row.role, project=row.project)
-        return principal, _aware(row.expires_at)
+        return principal, as_utc(row.expires_at)
 
     def bootstrap_admin(self, *, name: str = "admin") -> TokenCreated | None:
         """On a server's first start: the first admin and a token for every project, or None if users exist."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import semver
@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from registry.auth import READ_STATUS, Action, Authorizer, Principal, default_authorizer
 from registry.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from registry.ingest import IngestedFile
-from registry.models import Category, Event, FileRole, Lora, Project, Status, Version, VersionFile, utcnow
+from registry.models import Category, Event, FileRole, Lora, Project, Status, Version, VersionFile, as_utc, utcnow
 from registry.schemas import (
     Change,
     EventPublic,
@@ -43,13 +43,6 @@ from registry.webhooks import enqueue as enqueue_webhooks
 __all__ = ["RegistryService"]
 
 BUMPS = ("major", "minor", "patch")
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; everything wanlora stores is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
 
 def _semver(v: Version) -> semver.Version:
@@ -175,10 +168,10 @@ class RegistryService:
             hyperparameters=v.hyperparameters or {},
             scores=v.scores or {},
             known_issues=v.known_issues,
-            training_date=_aware(v.training_date),
+            training_date=as_utc(v.training_date),
             parent_version=parents.get(v.parent_id) if v.parent_id else None,
             created_by=v.created_by,
-            created_at=_aware(v.created_at) or v.created_at,
+            created_at=as_utc(v.created_at) or v.created_at,
             files=[self._file_public(f) for f in files],
         )
 
@@ -197,7 +190,7 @@ class RegistryService:
             trigger_words=list(lora.trigger_words or []),
             description=lora.description,
             created_by=lora.created_by,
-            created_at=_aware(lora.created_at) or lora.created_at,
+            created_at=as_utc(lora.created_at) or lora.created_at,
             current_version=current,
             latest_version=versions[-1].version if versions else None,
             versions=self._versions_public(project, lora, versions),
@@ -591,7 +584,7 @@ class RegistryService:
                 version=names.get(e.version_id) if e.version_id else None,
                 kind=e.kind,
                 actor=e.actor,
-                at=_aware(e.at) or e.at,
+                at=as_utc(e.at) or e.at,
                 from_status=e.from_status,
                 to_status=e.to_status,
                 reason=e.reason,

@@ -13,7 +13,7 @@ import hmac
 import json
 import secrets
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -24,7 +24,7 @@ from sqlmodel import Session, col, select
 from registry.auth import ALL_PROJECTS, Action, Authorizer, Principal, default_authorizer
 from registry.db import Database
 from registry.errors import InvalidInput, NotFound
-from registry.models import Event, Lora, Project, Version, Webhook, WebhookDelivery, utcnow
+from registry.models import Event, Lora, Project, Version, Webhook, WebhookDelivery, as_utc, utcnow
 from registry.schemas import check_name
 
 __all__ = ["EVENT_KINDS", "DeliveryPublic", "Dispatcher", "WebhookCreated", "WebhookPublic", "WebhookService", "sign"]
@@ -36,10 +36,6 @@ _BY_KIND = {kind: name for name, kind in EVENT_KINDS.items()}
 
 def sign(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-
-
-def _aware(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
 
 
 class WebhookPublic(BaseModel):
@@ -78,7 +74,7 @@ def _public(h: Webhook) -> WebhookPublic:
         events=list(h.events),
         active=h.active,
         created_by=h.created_by,
-        created_at=_aware(h.created_at) or h.created_at,
+        created_at=as_utc(h.created_at) or h.created_at,
     )
 
 
@@ -192,9 +188,9 @@ class WebhookService:
                 attempts=d.attempts,
                 last_status_code=d.last_status_code,
                 last_error=d.last_error,
-                next_attempt_at=_aware(d.next_attempt_at) or d.next_attempt_at,
-                delivered_at=_aware(d.delivered_at),
-                created_at=_aware(d.created_at) or d.created_at,
+                next_attempt_at=as_utc(d.next_attempt_at) or d.next_attempt_at,
+                delivered_at=as_utc(d.delivered_at),
+                created_at=as_utc(d.created_at) or d.created_at,
             )
             for d in self.session.exec(query).all()
             if d.webhook_id in visible
