@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from bench_registry import BIG_BASE, timed_child  # noqa: E402
+from bench_registry import BIG_BASE, timed_child, write_big_lora  # noqa: E402
 
 from registry.synth import synth_lora  # noqa: E402
 
@@ -104,12 +104,7 @@ def cli(server: Server, token: str, *args: str) -> tuple[float, int]:
 
 
 def bench_transfer(work: Path, size_gb: float) -> dict[str, float]:
-    per_block = 256 * 2 * (4 * (5120 + 5120) + 2 * (5120 + 13824))
-    blocks = max(1, min(40, round(size_gb * 2**30 / per_block)))
-    src = work / "big.safetensors"
-    print(f"writing a synthetic LoRA of {blocks} blocks ...", flush=True)
-    targets = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "ffn.0", "ffn.2")
-    synth_lora(src, base_model=BIG_BASE, rank=256, blocks=blocks, targets=targets, seed=1)
+    src = write_big_lora(work, size_gb)
     size = src.stat().st_size
     subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
     cp_t, _ = timed_child(["cp", str(src), str(work / "copy.safetensors")])

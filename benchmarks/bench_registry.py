@@ -85,14 +85,17 @@ def best_of(n: int, fn) -> tuple[float, int]:  # type: ignore[no-untyped-def]
     return min(r[0] for r in runs), max(r[1] for r in runs)
 
 
-def bench_big_file(work: Path, size_gb: float, repeats: int) -> dict[str, float]:
-    # rank 256 fp16 on Wan 2.1 14B attention and FFN: ~40 MB per block; blocks to reach the size.
+def write_big_lora(work: Path, size_gb: float) -> Path:
+    """A valid LoRA of about ``size_gb``: rank 256 fp16 on Wan 2.1 14B attention and FFN (~40 MB a block)."""
     per_block = 256 * 2 * (4 * (5120 + 5120) + 2 * (5120 + 13824))
     blocks = max(1, min(40, round(size_gb * 2**30 / per_block)))
     targets = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o", "ffn.0", "ffn.2")
-    src = work / "big.safetensors"
     print(f"writing a synthetic LoRA of {blocks} blocks ...", flush=True)
-    synth_lora(src, base_model=BIG_BASE, rank=256, blocks=blocks, targets=targets, seed=1)
+    return synth_lora(work / "big.safetensors", base_model=BIG_BASE, rank=256, blocks=blocks, targets=targets, seed=1)
+
+
+def bench_big_file(work: Path, size_gb: float, repeats: int) -> dict[str, float]:
+    src = write_big_lora(work, size_gb)
     size = src.stat().st_size
     db_url = f"sqlite:///{work / 'bench.db'}"
     Database(db_url).upgrade()
