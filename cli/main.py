@@ -61,6 +61,8 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 webhook_app = typer.Typer(cls=_Group, help="Signed notifications of register, promote, rollback, deprecate.")
 app.add_typer(webhook_app, name="webhook")
+dataset_app = typer.Typer(cls=_Group, help="Training datasets: check (and prepare).", no_args_is_help=True)
+app.add_typer(dataset_app, name="dataset")
 
 ProjectOpt = Annotated[
     str | None, typer.Option("--project", "-p", help="Project (namespace); default $WANLORA_PROJECT or 'default'.")
@@ -264,6 +266,45 @@ def token_revoke(token_id: Annotated[int, typer.Argument(help="Token id (see `wa
     with _open() as wl, wl.accounts() as acc:
         t = acc.revoke_token(token_id=token_id)
     render.console.print(f"token {t.id} of {t.user} ({t.prefix}…) revoked")
+
+
+# -- datasets --------------------------------------------------------------------------------------
+
+
+@dataset_app.command("check")
+def dataset_check(
+    folder: Annotated[Path, typer.Argument(help="Dataset: images/ or videos/ plus captions/.")],
+    as_json: JsonOpt = False,
+) -> None:
+    """Open every sample; report missing or empty captions, unreadable or mixed media, sizes, frames, fps,
+    a summary and the dataset hash. Exits 1 when there are problems."""
+    try:
+        from trainer.dataset import check_dataset
+    except ImportError:  # pragma: no cover - depends on the install
+        raise InvalidInput("dataset tools need the train extra", hint="pip install 'wanlora[train]'") from None
+    report = check_dataset(folder)
+    if as_json:
+        render.emit_json(
+            {
+                "ok": report.ok,
+                "problems": report.problems,
+                "summary": report.summary(),
+                "dataset_hash": report.dataset_hash,
+            }
+        )
+    else:
+        for problem in report.problems:
+            render.console.print(f"[red]✗[/] {escape(problem)}", highlight=False)
+        summary = report.summary()
+        render.console.print(
+            f"{summary['samples']} {summary['kind']} · sizes {summary['resolutions']} · frames {summary['frames']}"
+            + (f" · fps {summary['fps']}" if summary["fps"] else ""),
+            highlight=False,
+        )
+        if report.ok:
+            render.console.print(f"[green]ok[/] · dataset hash {report.dataset_hash}")
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 # -- webhooks --------------------------------------------------------------------------------------
