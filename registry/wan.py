@@ -73,11 +73,14 @@ BASE_MODELS: dict[str, BaseModel] = {
         BaseModel("wan2.1-t2v-14b", 5120, 13824, 40, 16, experts=False),
         BaseModel("wan2.1-i2v-14b", 5120, 13824, 40, 16, experts=False, image_cross_attention=True),
         BaseModel("wan2.1-t2v-1.3b", 1536, 8960, 30, 16, experts=False),
+        # Tiny random models (trainer tests and the demo on CPU): the real layout at toy sizes.
+        BaseModel("wan-tiny", 16, 32, 2, 16, experts=False, text_dim=32, freq_dim=32),
+        BaseModel("wan-tiny-a14b", 16, 32, 2, 16, experts=True, text_dim=32, freq_dim=32),
     )
 }
 
 # The boundary (fraction of the 1000 training timesteps) at and above which the high-noise expert runs.
-EXPERT_BOUNDARY = {"wan2.2-t2v-a14b": 0.875, "wan2.2-i2v-a14b": 0.9}
+EXPERT_BOUNDARY = {"wan2.2-t2v-a14b": 0.875, "wan2.2-i2v-a14b": 0.9, "wan-tiny-a14b": 0.875}
 
 
 def base_model(name: str) -> BaseModel:

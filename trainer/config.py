@@ -67,6 +67,7 @@ class TrainConfig(BaseModel):
         default=0.5, ge=0, le=1, description="Register checkpoints from this share of training on."
     )
     seed: int = 42
+    save_dtype: Literal["bf16", "fp16", "fp32"] = Field(default="bf16", description="dtype of the saved LoRA.")
     sweep: bool = Field(default=False, description="Train the guide's conservative/standard/aggressive trio.")
 
     gpu_memory_gb: float | None = Field(default=None, gt=0, description="GPU memory for the preflight.")

@@ -1,0 +1,108 @@
+"""The models a run needs: the WAN DiT (one per expert), the VAE and the text encoder.
+
+``tiny=True`` builds random models in-process with the real architecture at toy sizes (the ``wan-tiny``
+base models), for tests and the demo on CPU. Otherwise the models load from local weights (a diffusers
+folder with ``transformer/`` (``transformer_2/`` for the A14B low-noise expert), ``vae/``,
+``text_encoder/`` and ``tokenizer/``); nothing is fetched from a hub unless ``allow_download`` is set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from registry.errors import InvalidInput
+from registry.wan import BASE_MODELS
+from trainer.config import TrainConfig
+
+__all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_models"]
+
+Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
+TEXT_LENGTH = 64
+
+
+@dataclass
+class Models:
+    transformers: dict[str, Any]  # expert name ("single", "high_noise", "low_noise") -> WanTransformer3DModel
+    vae: Any
+    text_encoder: Any
+    tokenize: Tokenize
+
+
+def build_tiny_transformer(seed: int) -> Any:
+    from diffusers import WanTransformer3DModel
+
+    spec = BASE_MODELS["wan-tiny"]
+    torch.manual_seed(seed)
+    return WanTransformer3DModel(
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=spec.dim // 2,
+        in_channels=16,
+        out_channels=spec.out_channels,
+        text_dim=spec.text_dim,
+        freq_dim=spec.freq_dim,
+        ffn_dim=spec.ffn_dim,
+        num_layers=spec.num_layers,
+        rope_max_seq_len=64,
+    )
+
+
+def _byte_tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tiny text encoder's tokenizer: UTF-8 bytes (+1, so 0 is padding)."""
+    ids = torch.zeros(len(texts), TEXT_LENGTH, dtype=torch.long)
+    for row, text in enumerate(texts):
+        data = list(text.encode("utf-8"))[:TEXT_LENGTH]
+        ids[row, : len(data)] = torch.tensor(data, dtype=torch.long) + 1
+    return ids, (ids > 0).long()
+
+
+def _tiny(config: TrainConfig, experts: list[str]) -> Models:
+    from diffusers import AutoencoderKLWan
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    torch.manual_seed(config.seed)
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
+    text = UMT5EncoderModel(
+        UMT5Config(
+            vocab_size=257, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2, relative_attention_num_buckets=8
+        )
+    )
+    transformers = {name: build_tiny_transformer(config.seed + 1 + i) for i, name in enumerate(experts)}
+    return Models(transformers, vae, text, _byte_tokenize)
+
+
+def _local(config: TrainConfig, experts: list[str]) -> Models:
+    from diffusers import AutoencoderKLWan, WanTransformer3DModel
+    from transformers import AutoTokenizer, UMT5EncoderModel
+
+    root = Path(config.model_path or ".")
+    if not root.is_dir():
+        raise InvalidInput(
+            f"model_path {root} is not a diffusers folder",
+            hint="point it at a local WAN 2.2 diffusers folder (transformer/, vae/, text_encoder/, tokenizer/)",
+        )
+    local = not config.allow_download
+    folders = {"single": "transformer", "high_noise": "transformer", "low_noise": "transformer_2"}
+    transformers = {
+        name: WanTransformer3DModel.from_pretrained(root, subfolder=folders[name], local_files_only=local)
+        for name in experts
+    }
+    vae = AutoencoderKLWan.from_pretrained(root, subfolder="vae", local_files_only=local)
+    text = UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", local_files_only=local)
+    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=local)
+
+    def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        out = tokenizer(texts, padding="max_length", max_length=512, truncation=True, return_tensors="pt")
+        return out.input_ids, out.attention_mask
+
+    return Models(transformers, vae, text, tokenize)
+
+
+def load_models(config: TrainConfig) -> Models:
+    experts = ["high_noise", "low_noise"] if BASE_MODELS[config.base_model].experts else ["single"]
+    return _tiny(config, experts) if config.tiny else _local(config, experts)
