@@ -733,6 +733,54 @@ def sync(
 
 
 @app.command()
+def train(
+    dataset: Annotated[Path | None, typer.Option("--dataset", help="images/ or videos/ + captions/.")] = None,
+    lora: Annotated[
+        str | None, typer.Option("--lora", "-l", help="Registry LoRA to register candidates under.")
+    ] = None,
+    goal: Annotated[str | None, typer.Option("--goal", "-g", help="character, style, motion or domain.")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="TOML file; flags override it.")] = None,
+    base_model: Annotated[str | None, typer.Option("--base-model", "-b")] = None,
+    model_path: Annotated[Path | None, typer.Option("--model-path", help="Local diffusers folder.")] = None,
+    tiny: Annotated[bool | None, typer.Option("--tiny/--no-tiny", help="Random tiny models on CPU.")] = None,
+    resolution: Annotated[int | None, typer.Option("--resolution")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", help="1, or 4n+1 for clips.")] = None,
+    rank: Annotated[int | None, typer.Option("--rank")] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs")] = None,
+    max_steps: Annotated[int | None, typer.Option("--max-steps")] = None,
+    checkpoint_every: Annotated[int | None, typer.Option("--checkpoint-every")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Runs, caches and checkpoints.")] = None,
+    gpu_memory: Annotated[float | None, typer.Option("--gpu-memory", help="GB, for the preflight.")] = None,
+    sweep: Annotated[bool, typer.Option("--sweep", help="The guide's conservative/standard/aggressive trio.")] = False,
+    preflight_only: Annotated[bool, typer.Option("--preflight-only", help="Estimate and stop.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Train even if the preflight says it will not fit.")] = False,
+    resume: Annotated[Path | None, typer.Option("--resume", help="A checkpoint folder to continue.")] = None,
+    register_candidates: Annotated[bool, typer.Option("--register/--no-register")] = True,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Check → preflight → train → register: a captioned dataset becomes testing versions."""
+    try:
+        from trainer.cli import run_training
+    except ImportError:  # pragma: no cover - depends on the install
+        raise InvalidInput(
+            "training needs the train extra", hint="pip install torch==2.13.0 'wanlora[train]'"
+        ) from None
+    overrides = {
+        "dataset": dataset, "lora": lora, "goal": goal, "base_model": base_model, "model_path": model_path,
+        "tiny": tiny, "resolution": resolution, "frames": frames, "rank": rank, "learning_rate": learning_rate,
+        "epochs": epochs, "max_steps": max_steps, "checkpoint_every": checkpoint_every, "output": output,
+        "gpu_memory_gb": gpu_memory, "force": force or None, "project": project,
+    }  # fmt: skip
+    with _open() as backend:
+        run_training(
+            config, overrides, backend, sweep=sweep, preflight_only=preflight_only, resume=resume,
+            register=register_candidates, as_json=as_json,
+        )  # fmt: skip
+
+
+@app.command()
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,

@@ -106,7 +106,8 @@ def plot_losses(run: RunResult, path: Path) -> Path:
     lr_axis = ax.twinx()
     lr_axis.plot(steps, run.lrs, color="#888", linestyle=":", linewidth=1, label="learning rate")
     lr_axis.set_ylabel("learning rate")
-    ax.legend(loc="upper right")
+    handles = ax.get_legend_handles_labels()[0] + lr_axis.get_legend_handles_labels()[0]
+    ax.legend(handles=handles, loc="upper right", fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -18,8 +18,17 @@ from trainer.config import TrainConfig
 __all__ = ["Estimate", "estimate", "remedies"]
 
 GB = 1024**3
-# Parameters of the DiT per expert (A14B: each expert is a 14B model).
-PARAMS = {5120: 14.0e9, 3072: 5.0e9, 1536: 1.3e9}
+
+
+def dit_params(model: BaseModel) -> float:
+    """Parameters of one DiT (one expert): per block self- and cross-attention (8·d²) and the FFN (2·d·f),
+    plus the embedders; 14.1B, 4.9B and 1.4B for the 14B, 5B and 1.3B models."""
+    d = model.dim
+    blocks = model.num_layers * (8 * d * d + 2 * d * model.ffn_dim)
+    embedders = model.text_dim * d + d * d + model.freq_dim * d + 7 * d * d
+    return float(blocks + embedders)
+
+
 ATTENTION_TARGETS = 4  # q, k, v, o in self- and cross-attention: 8 linear layers per block
 CONTEXT_GB = 1.5  # CUDA context, cuBLAS workspaces, allocator slack
 TEXT_TOKENS = 512
@@ -61,7 +70,7 @@ def _lora_params(model: BaseModel, rank: int, ffn: bool) -> int:
 def step_flops(model: BaseModel, sequence: int, batch: int) -> float:
     """FLOPs of one training step of a LoRA run: the frozen linear layers forward and their activation
     gradients backward (4·N·T; no weight gradients), plus self-attention forward and backward (12·L·T²·d)."""
-    n = PARAMS[model.dim]
+    n = dit_params(model)
     linear = 4 * n * sequence
     attention = (
         12 * model.num_layers * sequence**2 * model.dim + 12 * model.num_layers * sequence * TEXT_TOKENS * model.dim
@@ -74,7 +83,7 @@ def estimate(config: TrainConfig, samples: int) -> Estimate:
     model = BASE_MODELS[cfg.base_model]
     weight_bytes = 2 if cfg.mixed_precision != "no" else 4
     resident = 1 - min(cfg.block_offload, model.num_layers) / model.num_layers
-    weights = PARAMS[model.dim] * weight_bytes * resident
+    weights = dit_params(model) * weight_bytes * resident
     lora = _lora_params(model, cfg.rank or 64, cfg.train_ffn) * (4 + 4 + 8 + 2)  # master, grad, AdamW m+v, copy
     seq = tokens(cfg.resolution, cfg.frames)
     act_bytes = 2 if cfg.mixed_precision != "no" else 4

@@ -103,3 +103,44 @@ def test_bad_dataset_is_refused_before_anything_runs(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match=r"001\.txt is empty"):
         train(tiny(tmp_path, dataset=ds))
     assert not (tmp_path / "out").exists()
+
+
+def test_candidates_are_registered_with_their_record(tmp_path: Path) -> None:
+    from registry.app import Wanlora
+    from registry.db import Database
+    from registry.storage import LocalStore
+    from trainer.register import register_run
+
+    wl = Wanlora(db=Database(f"sqlite:///{tmp_path / 'r.db'}"), store=LocalStore(tmp_path / "store"), actor="t")
+    cfg = tiny(tmp_path)
+    run = train(cfg)
+    versions = register_run(run, wl)
+    assert [v.version for v in versions] == ["0.1.0-step.10", "0.1.0-step.15", "0.1.0-step.20"]  # from 50% on
+    v = versions[-1]
+    assert v.status.value == "testing" and v.dataset_hash == run.dataset.dataset_hash
+    assert v.dataset_summary["samples"] == 10 and v.hyperparameters["rank"] == 4
+    assert v.hyperparameters["training"]["checkpoint_step"] == 20 and v.hyperparameters["training"]["loss_curve"]
+    assert v.training_date is not None and "First version" in v.changelog
+    second = register_run(train(tiny(tmp_path / "again", dataset=cfg.dataset, learning_rate=2e-3)), wl)
+    assert second[0].version == "0.2.0-step.10" and "learning_rate 0.005 → 0.002" in second[0].changelog
+
+
+def test_wanlora_train_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
+    ds = make_image_dataset(tmp_path / "ds", count=10, size=32)
+    common = ["train", "--dataset", str(ds), "--lora", "sarah", "--goal", "style", "--tiny", "--base-model", "wan-tiny",
+              "--resolution", "32", "--rank", "4", "--epochs", "2", "--checkpoint-every", "5", "--output", str(tmp_path / "runs")]  # fmt: skip
+    result = CliRunner().invoke(app, [*common, "--preflight-only", "--json"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(app, [*common, "--gpu-memory", "1", "--no-register"])
+    assert result.exit_code == 2 and "GB of GPU memory" in result.output and "--force" in result.output
+    result = CliRunner().invoke(app, [*common, "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["runs"]["run"]["registered"] == ["0.1.0-step.5", "0.1.0-step.10"]
