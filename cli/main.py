@@ -307,6 +307,39 @@ def dataset_check(
         raise typer.Exit(1)
 
 
+@dataset_app.command("prepare")
+def dataset_prepare(
+    source: Annotated[Path, typer.Argument(help="Raw dataset (images/ or videos/ + captions/).")],
+    destination: Annotated[Path, typer.Argument(help="New folder for the prepared dataset.")],
+    resolution: Annotated[int, typer.Option("--resolution", help="512, 768 or 1024 (square).")] = 512,
+    frames: Annotated[int, typer.Option("--frames", help="Clip length, 4n+1: 17, 21 or 25.")] = 17,
+    fps: Annotated[float, typer.Option("--fps", help="Frame rate of the clips.")] = 24,
+    filter_out: Annotated[bool, typer.Option("--filter", help="Leave out what the quality checks flag.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Centre-crop, resize, cut videos into 4n+1-frame clips within scenes, convert fps, and report blur,
+    lighting jumps, camera shake, near-duplicates and too-short clips (--filter removes them)."""
+    try:
+        from trainer.prepare import prepare_dataset
+    except ImportError:  # pragma: no cover - depends on the install
+        raise InvalidInput("dataset tools need the train extra", hint="pip install 'wanlora[train]'") from None
+    report = prepare_dataset(source, destination, resolution=resolution, frames=frames, fps=fps, filter_out=filter_out)
+    if as_json:
+        render.emit_json({"summary": report.summary(), "kept": report.kept, "removed": report.removed})
+        return
+    for item in report.flagged:
+        state = "removed" if item in report.removed else "flagged"
+        render.console.print(
+            f"[yellow]{state}[/] {item['name']}: {escape('; '.join(item['reasons']))}", highlight=False
+        )
+    summary = report.summary()
+    share = summary["flagged"] / max(1, summary["kept"] + summary["removed"])
+    render.console.print(
+        f"kept {summary['kept']}, removed {summary['removed']}, flagged {summary['flagged']} ({share:.0%}; "
+        f"the guide finds 30–50% usual) → {destination}"
+    )
+
+
 # -- webhooks --------------------------------------------------------------------------------------
 
 
