@@ -70,6 +70,8 @@ def _sigmas(config: TrainConfig, n: int, generator: torch.Generator, low: float,
 
 
 def _batch(samples: list[CachedSample], indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    if len(indices) == 1:  # the common batch of one: views, no copies
+        return samples[indices[0]].latents[None], samples[indices[0]].text[None]
     latents = torch.stack([samples[i].latents for i in indices])
     longest = max(samples[i].text.shape[0] for i in indices)
     text = torch.zeros(len(indices), longest, samples[indices[0]].text.shape[1])
@@ -242,9 +244,12 @@ def train(
     started = datetime.now(timezone.utc)
     clock = time.perf_counter()
     end = min(total, stop_after) if stop_after else total
+    orders: dict[int, list[int]] = {}
     while step < end:
         epoch, position = divmod(step, steps_per_epoch)
-        epoch_order = _order(len(train_set), epoch, cfg.seed)
+        if epoch not in orders:  # one permutation per epoch, derived from the seed: resumable
+            orders = {epoch: _order(len(train_set), epoch, cfg.seed)}
+        epoch_order = orders[epoch]
         step_loss = 0.0
         for name, model in transformers.items():
             low, high = ranges[name]
