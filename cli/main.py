@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -794,6 +795,9 @@ def train(
     as_json: JsonOpt = False,
 ) -> None:
     """Check → preflight → train → register: a captioned dataset becomes testing versions."""
+    # Weights come from local folders: keep the hub libraries offline (set HF_HUB_OFFLINE=0 to allow it).
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
     try:
         from trainer.cli import run_training
     except ImportError:  # pragma: no cover - depends on the install

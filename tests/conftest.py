@@ -15,6 +15,10 @@ from registry.db import Database
 from registry.s3 import S3Store
 from registry.storage import LocalStore
 
+# Nothing may download at run time: hub libraries go offline before they are imported.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
 PG_DSN = os.environ.get("WANLORA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

@@ -144,3 +144,29 @@ def test_wanlora_train_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["runs"]["run"]["registered"] == ["0.1.0-step.5", "0.1.0-step.10"]
+
+
+def test_training_from_a_local_diffusers_folder(tmp_path: Path) -> None:
+    """The non-tiny path: models and tokenizer load from a local folder, never from a hub."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from trainer.models import load_models
+
+    folder = tmp_path / "Wan-Local-Diffusers"
+    tiny_models = load_models(tiny(tmp_path))
+    tiny_models.transformers["single"].save_pretrained(folder / "transformer")
+    tiny_models.vae.save_pretrained(folder / "vae")
+    tiny_models.text_encoder.save_pretrained(folder / "text_encoder")
+    words = {"[PAD]": 0, "[UNK]": 1} | {
+        w: i + 2 for i, w in enumerate(["sarah", "portrait", "studio", "light", "neutral", "expression"])
+    }
+    backend = Tokenizer(models.WordLevel(vocab=words, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
+        folder / "tokenizer"
+    )
+    run = train(tiny(tmp_path / "local", tiny=False, model_path=folder, epochs=1))
+    assert run.checkpoints and run.checkpoints[-1].files["single"].is_file()
+    with pytest.raises(InvalidInput, match="not a diffusers folder"):
+        train(tiny(tmp_path / "missing", tiny=False, model_path=tmp_path / "nowhere", epochs=1))
