@@ -170,3 +170,22 @@ def test_training_from_a_local_diffusers_folder(tmp_path: Path) -> None:
     assert run.checkpoints and run.checkpoints[-1].files["single"].is_file()
     with pytest.raises(InvalidInput, match="not a diffusers folder"):
         train(tiny(tmp_path / "missing", tiny=False, model_path=tmp_path / "nowhere", epochs=1))
+
+
+def test_sweep_trains_and_registers_the_guides_trio(tmp_path: Path) -> None:
+    from registry.app import Wanlora
+    from registry.db import Database
+    from registry.storage import LocalStore
+    from trainer.cli import run_training
+
+    wl = Wanlora(db=Database(f"sqlite:///{tmp_path / 'r.db'}"), store=LocalStore(tmp_path / "store"), actor="t")
+    ds = make_image_dataset(tmp_path / "ds", count=10, size=32)
+    overrides = {"dataset": ds, "lora": "trio", "goal": "style", "tiny": True, "base_model": "wan-tiny",
+                 "resolution": 32, "max_steps": 4, "checkpoint_every": 4, "output": tmp_path / "runs"}  # fmt: skip
+    run_training(None, overrides, wl, sweep=True, preflight_only=False, resume=None, register=True, as_json=True)
+    with wl.registry(write=False) as reg:
+        versions = reg.get_lora(project="default", name="trio").versions
+    ranks = {v.version: v.hyperparameters["rank"] for v in versions}
+    lrs = sorted(v.hyperparameters["learning_rate"] for v in versions)
+    assert ranks == {"0.1.0-step.4": 64, "0.2.0-step.4": 64, "0.3.0-step.4": 96}
+    assert lrs == [8e-5, 1.2e-4, 1.5e-4]
