@@ -21,7 +21,7 @@ from registry.storage import file_sha256
 from trainer.dataset import Sample
 from trainer.models import Models
 
-__all__ = ["CachedSample", "build_cache", "load_pixels"]
+__all__ = ["CachedSample", "build_cache", "load_pixels", "square"]
 
 
 @dataclass(frozen=True)
@@ -31,14 +31,15 @@ class CachedSample:
     text: torch.Tensor  # (L, D)
 
 
-def _square(image: np.ndarray, size: int) -> np.ndarray:
+def square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop to a square and resize (Lanczos) to ``size`` × ``size``."""
     from PIL import Image
 
     h, w = image.shape[:2]
     side = min(h, w)
     top, left = (h - side) // 2, (w - side) // 2
     crop = Image.fromarray(image[top : top + side, left : left + side])
-    return np.asarray(crop.resize((size, size), Image.Resampling.BICUBIC))
+    return np.asarray(crop.resize((size, size), Image.Resampling.LANCZOS))
 
 
 def load_pixels(sample: Sample, resolution: int, frames: int) -> torch.Tensor:
@@ -47,14 +48,14 @@ def load_pixels(sample: Sample, resolution: int, frames: int) -> torch.Tensor:
         from PIL import Image
 
         with Image.open(sample.path) as im:
-            arrays = [_square(np.asarray(im.convert("RGB")), resolution)]
+            arrays = [square(np.asarray(im.convert("RGB")), resolution)]
     else:
         import av
 
         arrays = []
         with av.open(str(sample.path)) as container:
             for frame in container.decode(video=0):
-                arrays.append(_square(frame.to_ndarray(format="rgb24"), resolution))
+                arrays.append(square(frame.to_ndarray(format="rgb24"), resolution))
                 if len(arrays) == frames:
                     break
         if len(arrays) < frames:

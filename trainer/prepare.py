@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from registry.errors import InvalidInput
+from trainer.cache import square
 from trainer.dataset import Sample, check_dataset
 
 __all__ = ["PrepareReport", "Thresholds", "prepare_dataset"]
@@ -108,17 +109,6 @@ def _motion(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
     corr = np.fft.ifft2(cross / (np.abs(cross) + 1e-6)).real
     dy, dx = np.unravel_index(int(np.argmax(corr)), corr.shape)
     return float(dy if dy < 32 else dy - 64), float(dx if dx < 32 else dx - 64)
-
-
-def _square(frame: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    h, w = frame.shape[:2]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    return np.asarray(
-        Image.fromarray(frame[top : top + side, left : left + side]).resize((size, size), Image.Resampling.LANCZOS)
-    )
 
 
 def _video_frames(path: Path, fps: float | None) -> tuple[list[np.ndarray], float]:
@@ -259,7 +249,7 @@ def _items(
 
         with Image.open(sample.path) as im:
             yield Item(
-                sample.stem, sample.path.name, [_square(np.asarray(im.convert("RGB")), resolution)], sample.caption
+                sample.stem, sample.path.name, [square(np.asarray(im.convert("RGB")), resolution)], sample.caption
             )
         return
     decoded, _ = _video_frames(sample.path, fps)
@@ -274,4 +264,4 @@ def _items(
         )
         return
     for n, (_, clip) in enumerate(clips):
-        yield Item(f"{sample.stem}_c{n:02d}", sample.path.name, [_square(f, resolution) for f in clip], sample.caption)
+        yield Item(f"{sample.stem}_c{n:02d}", sample.path.name, [square(f, resolution) for f in clip], sample.caption)
