@@ -58,13 +58,20 @@ class RegistryService:
         self.principal = principal
         self.actor = principal.user
         self.authz = authorizer or default_authorizer()
+        # The principal and the policy are fixed for this unit of work, so each (project, action) answer
+        # is asked of casbin once: listing or syncing 1,000 LoRAs does not mean thousands of enforcements.
+        self._allowed: dict[tuple[str, Action], bool] = {}
 
     def _require(self, project: str, action: Action) -> None:
         check_name(project, "project name")  # a malformed name is a 400, before any permission talk
-        self.authz.require(self.principal, project, action)
+        if not self._can(project, action):
+            self.authz.require(self.principal, project, action)  # raises, with the message naming the role
 
     def _can(self, project: str, action: Action) -> bool:
-        return self.authz.allowed(self.principal, project, action)
+        key = (project, action)
+        if key not in self._allowed:
+            self._allowed[key] = self.authz.allowed(self.principal, project, action)
+        return self._allowed[key]
 
     def can(self, project: str, action: Action) -> bool:
         return self._can(project, action)
