@@ -22,7 +22,6 @@ import httpx
 
 from registry.accounts import TokenCreated, TokenPublic, UserPublic
 from registry.app import RegisterRequest, _read_json_object
-from registry.auth import Action
 from registry.dataset import dataset_fingerprint
 from registry.errors import (
     AlreadyExists,
@@ -177,9 +176,6 @@ class RemoteRegistry:
         """Block until the server's event log moves past ``since`` (long poll), or ``wait`` passes."""
         answer = self.http.call("GET", "/api/v1/changes", params={"since": since, "wait": wait}, timeout=wait + 30)
         return int(answer["last_event_id"])
-
-    def can(self, project: str, action: Action) -> bool:  # pragma: no cover - the server decides
-        return True
 
 
 class RemoteAccounts:
