@@ -779,6 +779,8 @@ def train(
     tiny: Annotated[bool | None, typer.Option("--tiny/--no-tiny", help="Random tiny models on CPU.")] = None,
     resolution: Annotated[int | None, typer.Option("--resolution")] = None,
     frames: Annotated[int | None, typer.Option("--frames", help="1, or 4n+1 for clips.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Per process (GPU).")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Gradient accumulation steps.")] = None,
     rank: Annotated[int | None, typer.Option("--rank")] = None,
     learning_rate: Annotated[float | None, typer.Option("--lr")] = None,
     epochs: Annotated[int | None, typer.Option("--epochs")] = None,
@@ -794,7 +796,10 @@ def train(
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check → preflight → train → register: a captioned dataset becomes testing versions."""
+    """Check → preflight → train → register: a captioned dataset becomes testing versions.
+
+    Several GPUs: `accelerate launch --multi_gpu --num_processes N -m cli train …` (batch size is per
+    process; only the main process registers)."""
     # Weights come from local folders: keep the hub libraries offline (set HF_HUB_OFFLINE=0 to allow it).
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -806,7 +811,8 @@ def train(
         ) from None
     overrides = {
         "dataset": dataset, "lora": lora, "goal": goal, "base_model": base_model, "model_path": model_path,
-        "tiny": tiny, "resolution": resolution, "frames": frames, "rank": rank, "learning_rate": learning_rate,
+        "tiny": tiny, "resolution": resolution, "frames": frames, "batch_size": batch_size,
+        "gradient_accumulation_steps": grad_accum, "rank": rank, "learning_rate": learning_rate,
         "epochs": epochs, "max_steps": max_steps, "checkpoint_every": checkpoint_every, "output": output,
         "gpu_memory_gb": gpu_memory, "force": force or None, "project": project,
     }  # fmt: skip

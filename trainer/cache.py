@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,31 +65,40 @@ def load_pixels(sample: Sample, resolution: int, frames: int) -> torch.Tensor:
     return video / 127.5 - 1.0
 
 
-def _key(sample: Sample, resolution: int, frames: int) -> str:
+def _key(sample: Sample, resolution: int, frames: int, models: str) -> str:
     h = hashlib.sha256()
-    for part in (file_sha256(sample.path), sample.caption, str(resolution), str(frames)):
+    for part in (file_sha256(sample.path), sample.caption, str(resolution), str(frames), models):
         h.update(part.encode() + b"\0")
     return h.hexdigest()[:32]
 
 
 @torch.no_grad()
 def build_cache(
-    samples: list[Sample], models: Models, cache_dir: Path, resolution: int, frames: int
+    samples: list[Sample],
+    models: Models,
+    cache_dir: Path,
+    resolution: int,
+    frames: int,
+    device: torch.device | str = "cpu",
 ) -> list[CachedSample]:
+    """Encode what is not cached yet (on ``device``), load everything, then drop the encoders. The
+    embeddings are stored cut at the prompt's end; the loop pads them (``pad_text``)."""
     cache_dir.mkdir(parents=True, exist_ok=True)
-    vae, text_encoder = models.vae.eval(), models.text_encoder.eval()
+    vae = models.vae.eval()
     mean = torch.tensor(vae.config.latents_mean).view(-1, 1, 1, 1)
     std = torch.tensor(vae.config.latents_std).view(-1, 1, 1, 1)
+    paths = [cache_dir / f"{_key(s, resolution, frames, models.fingerprint)}.safetensors" for s in samples]
+    if not all(path.exists() for path in paths):
+        vae.to(device)
+        models.text_encoder.eval().to(device)
     out = []
-    for sample in samples:
-        path = cache_dir / f"{_key(sample, resolution, frames)}.safetensors"
+    for sample, path in zip(samples, paths, strict=True):
         if not path.exists():
             pixels = load_pixels(sample, resolution, frames if sample.kind == "video" else 1)
-            latents = (vae.encode(pixels.unsqueeze(0)).latent_dist.mean[0] - mean) / std
-            ids, mask = models.tokenize([sample.caption])
-            text = text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state[0]
-            text = text[: int(mask.sum())]  # the padding is not part of the prompt
-            tmp = path.with_suffix(".tmp")
+            encoded = vae.encode(pixels.unsqueeze(0).to(device)).latent_dist.mean[0].float().cpu()
+            latents = (encoded - mean) / std
+            text = models.encode_prompts([sample.caption], device)[0]
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")  # two runs may share a cache folder
             save_file({"latents": latents.contiguous(), "text": text.contiguous()}, str(tmp))
             tmp.replace(path)  # atomic: a killed run never leaves a half-written cache entry
         tensors = load_file(str(path))
@@ -97,4 +107,6 @@ def build_cache(
     models.vae = None
     models.text_encoder = None
     gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
     return out

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -77,7 +79,11 @@ def run_training(
     from trainer.register import register_run
     from trainer.train import train
 
+    # Under `accelerate launch` every process runs this; only the main one speaks and registers.
+    main_process = os.environ.get("RANK", "0") == "0"
     out = render.err_console if as_json else render.console  # with --json, stdout carries only the JSON
+    if not main_process:
+        out = Console(quiet=True)
 
     config = load_config(config_file, **overrides)
     report = check_dataset(config.dataset)
@@ -95,7 +101,7 @@ def run_training(
         )
         summary["runs"][name] = {"preflight": _preflight(cfg, samples, out)}
     if preflight_only:
-        if as_json:
+        if as_json and main_process:
             render.emit_json(summary)
         return
     for name, cfg in runs.items():
@@ -104,7 +110,8 @@ def run_training(
             TextColumn("loss {task.fields[loss]:.4f} · lr {task.fields[lr]:.2e} · {task.fields[rate]:.1f} it/s"),
             TimeElapsedColumn(), TimeRemainingColumn(),
         )  # fmt: skip
-        with Progress(*columns, console=render.err_console, transient=as_json) as bar:
+        bar_console = render.err_console if main_process else out
+        with Progress(*columns, console=bar_console, transient=as_json, disable=not main_process) as bar:
             task = bar.add_task(name, total=None, loss=0.0, lr=0.0, rate=0.0)
 
             def update(step: int, total: int, loss: float, lr: float, task: Any = task) -> None:
@@ -112,10 +119,12 @@ def run_training(
                 bar.update(task, completed=step, total=total, loss=loss, lr=lr, rate=step / elapsed)
 
             run = train(cfg, resume=resume, progress=update)
+        if not run.is_main:
+            continue
         for finding in run.diagnostics:
             out.print(f"[yellow]⚠ {finding.text()}[/]")
         record: dict[str, Any] = {
-            "run_dir": str(run.run_dir), "steps": run.total_steps, "seconds": round(run.seconds, 2),
+            "run_dir": str(run.run_dir), "processes": run.processes, "steps": run.total_steps, "seconds": round(run.seconds, 2),
             "final_loss": run.losses[-1] if run.losses else None, "plot": str(run.plot),
             "diagnostics": [f.text() for f in run.diagnostics], "checkpoints": [c.step for c in run.checkpoints],
         }  # fmt: skip
@@ -126,5 +135,5 @@ def run_training(
             for v in versions:
                 out.print(f"registered {v.project}/{v.lora}@{v.version} [yellow]testing[/]")
         summary["runs"][name].update(record)
-    if as_json:
+    if as_json and main_process:
         render.emit_json(summary)

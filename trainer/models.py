@@ -4,6 +4,11 @@
 base models), for tests and the demo on CPU. Otherwise the models load from local weights (a diffusers
 folder with ``transformer/`` (``transformer_2/`` for the A14B low-noise expert), ``vae/``,
 ``text_encoder/`` and ``tokenizer/``); nothing is fetched from a hub unless ``allow_download`` is set.
+
+Prompts are encoded the way diffusers' WAN pipelines encode them at generation time (cleaned, tokenized
+to the maximum length, the encoder's output cut at the prompt's end), and the DiT sees them zero-padded
+to that length, as it does in ComfyUI and in the pipelines: a LoRA trained on unpadded prompts would
+meet different cross-attention at inference.
 """
 
 from __future__ import annotations
@@ -19,10 +24,11 @@ from registry.errors import InvalidInput
 from registry.wan import BASE_MODELS
 from trainer.config import TrainConfig
 
-__all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_models"]
+__all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_models", "pad_text"]
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
-TEXT_LENGTH = 64
+TEXT_LENGTH = 64  # the tiny models' prompt length
+WAN_TEXT_LENGTH = 512  # WAN 2.x: UMT5-XXL prompts, padded to 512 tokens
 
 
 @dataclass
@@ -31,6 +37,25 @@ class Models:
     vae: Any
     text_encoder: Any
     tokenize: Tokenize
+    text_length: int = TEXT_LENGTH
+    fingerprint: str = ""  # which VAE, text encoder and tokenizer: part of the cache key
+
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str], device: torch.device | str = "cpu") -> list[torch.Tensor]:
+        """One (L, D) embedding per prompt, cut at its end (``pad_text`` restores the padding)."""
+        from diffusers.pipelines.wan.pipeline_wan import prompt_clean
+
+        ids, mask = self.tokenize([prompt_clean(p) for p in prompts])
+        hidden = self.text_encoder(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+        return [h[: int(n)].float().cpu() for h, n in zip(hidden, mask.gt(0).sum(dim=1), strict=True)]
+
+
+def pad_text(embeddings: list[torch.Tensor], length: int) -> torch.Tensor:
+    """(B, length, D): the prompts zero-padded to ``length``, as the WAN pipelines hand them to the DiT."""
+    out = torch.zeros(len(embeddings), length, embeddings[0].shape[-1], dtype=embeddings[0].dtype)
+    for row, text in enumerate(embeddings):
+        out[row, : min(length, text.shape[0])] = text[:length]
+    return out
 
 
 def build_tiny_transformer(seed: int) -> Any:
@@ -73,7 +98,7 @@ def _tiny(config: TrainConfig, experts: list[str]) -> Models:
         )
     )
     transformers = {name: build_tiny_transformer(config.seed + 1 + i) for i, name in enumerate(experts)}
-    return Models(transformers, vae, text, _byte_tokenize)
+    return Models(transformers, vae, text, _byte_tokenize, TEXT_LENGTH, f"tiny-{config.seed}")
 
 
 def _local(config: TrainConfig, experts: list[str]) -> Models:
@@ -97,10 +122,25 @@ def _local(config: TrainConfig, experts: list[str]) -> Models:
     tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=local)
 
     def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        out = tokenizer(texts, padding="max_length", max_length=512, truncation=True, return_tensors="pt")
+        out = tokenizer(
+            texts, padding="max_length", max_length=WAN_TEXT_LENGTH, truncation=True, add_special_tokens=True,
+            return_attention_mask=True, return_tensors="pt",
+        )  # fmt: skip
         return out.input_ids, out.attention_mask
 
-    return Models(transformers, vae, text, tokenize)
+    return Models(transformers, vae, text, tokenize, WAN_TEXT_LENGTH, _fingerprint(root))
+
+
+def _fingerprint(root: Path) -> str:
+    """The encoders' identity: folder, configs and the weight files' sizes and times (not their bytes)."""
+    import hashlib
+
+    h = hashlib.sha256(str(root.resolve()).encode())
+    for sub in ("vae", "text_encoder", "tokenizer"):
+        for path in sorted((root / sub).glob("*")):
+            stat = path.stat()
+            h.update(f"{sub}/{path.name}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
 
 
 def load_models(config: TrainConfig) -> Models:

@@ -146,28 +146,40 @@ def test_wanlora_train_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     assert summary["runs"]["run"]["registered"] == ["0.1.0-step.5", "0.1.0-step.10"]
 
 
-def test_training_from_a_local_diffusers_folder(tmp_path: Path) -> None:
-    """The non-tiny path: models and tokenizer load from a local folder, never from a hub."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
+def test_training_video_clips_from_a_local_diffusers_folder_with_a_umt5_tokenizer(tmp_path: Path) -> None:
+    """The non-tiny path, as with real WAN weights: transformer, VAE, UMT5 encoder and a T5 (SentencePiece
+    unigram) tokenizer load from a local folder, never from a hub; prompts are cleaned, end in </s> and
+    reach the DiT zero-padded to 512 tokens, as in diffusers' WAN pipelines."""
+    from tokenizers import SentencePieceUnigramTokenizer
+    from transformers import T5TokenizerFast
 
+    from trainer.dataset import check_dataset
     from trainer.models import load_models
 
+    ds = make_video_dataset(tmp_path / "vds", count=5, size=32, frames=12, fps=24)
     folder = tmp_path / "Wan-Local-Diffusers"
-    tiny_models = load_models(tiny(tmp_path))
+    tiny_models = load_models(tiny(tmp_path, dataset=ds))
     tiny_models.transformers["single"].save_pretrained(folder / "transformer")
     tiny_models.vae.save_pretrained(folder / "vae")
     tiny_models.text_encoder.save_pretrained(folder / "text_encoder")
-    words = {"[PAD]": 0, "[UNK]": 1} | {
-        w: i + 2 for i, w in enumerate(["sarah", "portrait", "studio", "light", "neutral", "expression"])
-    }
-    backend = Tokenizer(models.WordLevel(vocab=words, unk_token="[UNK]"))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="[PAD]", unk_token="[UNK]").save_pretrained(
-        folder / "tokenizer"
-    )
-    run = train(tiny(tmp_path / "local", tiny=False, model_path=folder, epochs=1))
-    assert run.checkpoints and run.checkpoints[-1].files["single"].is_file()
+    captions = [s.caption for s in check_dataset(ds).samples]
+    unigram = SentencePieceUnigramTokenizer()
+    unigram.train_from_iterator(captions, vocab_size=80, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>")
+    T5TokenizerFast(
+        tokenizer_object=unigram._tokenizer, pad_token="<pad>", eos_token="</s>", unk_token="<unk>", extra_ids=0
+    ).save_pretrained(folder / "tokenizer")
+
+    config = tiny(tmp_path / "local", dataset=ds, tiny=False, model_path=folder, frames=5, epochs=1)
+    models = load_models(config)
+    assert models.text_length == 512
+    ids, mask = models.tokenize(["  watercolor scene 1,   smooth camera pan "])
+    assert ids.shape == (1, 512) and ids[0, int(mask.sum()) - 1] == 1  # ends in </s> (id 1), then <pad>
+    [embedding] = models.encode_prompts(["watercolor scene 1, smooth camera pan"])
+    assert embedding.shape[0] == int(mask.sum())  # cut at the prompt's end; the loop pads it back to 512
+
+    run = train(config)
+    assert run.dataset.kind == "videos" and run.checkpoints and run.checkpoints[-1].files["single"].is_file()
+    inspect_lora(run.checkpoints[-1].files["single"], BASE_MODELS["wan-tiny"])
     with pytest.raises(InvalidInput, match="not a diffusers folder"):
         train(tiny(tmp_path / "missing", tiny=False, model_path=tmp_path / "nowhere", epochs=1))
 
@@ -189,3 +201,62 @@ def test_sweep_trains_and_registers_the_guides_trio(tmp_path: Path) -> None:
     lrs = sorted(v.hyperparameters["learning_rate"] for v in versions)
     assert ranks == {"0.1.0-step.4": 64, "0.2.0-step.4": 64, "0.3.0-step.4": 96}
     assert lrs == [8e-5, 1.2e-4, 1.5e-4]
+
+
+def test_two_processes_under_accelerate_train_what_one_process_trains_at_twice_the_batch(tmp_path: Path) -> None:
+    """`accelerate launch` with two processes (gloo on the CPU, as NCCL on GPUs): each takes half of
+    every global batch and DDP averages the gradients, so the result is the one-process batch-2 run;
+    only the main process writes checkpoints and registers."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    ds = make_image_dataset(tmp_path / "ds", count=9, size=32)  # captions of one length: no padding differs
+    settings = {"epochs": 2, "checkpoint_every": 100, "validation_fraction": 0.0, "gradient_accumulation_steps": 1}
+    one = train(tiny(tmp_path / "one", dataset=ds, batch_size=2, **settings), run_dir=tmp_path / "one-run")
+
+    (tmp_path / "two.toml").write_text(
+        "\n".join(
+            f"{k} = {json.dumps(str(v) if isinstance(v, Path) else v)}"
+            for k, v in tiny(tmp_path / "two", dataset=ds, batch_size=1, **settings).model_dump().items()
+            if v is not None
+        )
+    )
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "WANLORA_HOME": str(tmp_path / "home"), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_ip", "127.0.0.1", "--main_process_port", str(port)]  # fmt: skip
+    done = subprocess.run(
+        [*launch, "-m", "cli", "train", "--config", str(tmp_path / "two.toml"), "--json"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)  # one JSON document: only the main process printed
+    run = summary["runs"]["run"]
+    assert run["processes"] == 2 and run["steps"] == one.total_steps == 10  # 9 samples / global batch 2
+    assert run["registered"] == ["0.1.0-step.10"]
+
+    two_file = Path(run["run_dir"]) / "checkpoints" / "step-000010" / "single.safetensors"
+    ours, theirs = load_file(str(one.checkpoints[-1].files["single"])), load_file(str(two_file))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        torch.testing.assert_close(theirs[key], ours[key], rtol=1e-4, atol=1e-5, msg=key)
+    assert max(float(theirs[k].abs().max()) for k in theirs if ".lora_B." in k) > 0  # it did train (B starts at 0)
+
+
+def test_base_weights_go_to_the_training_precision_but_the_fp32_modules_stay() -> None:
+    from trainer.train import _place
+
+    model = build_tiny_transformer(0)
+    _place(model, torch.device("cpu"), torch.bfloat16)
+    dtypes = {name: p.dtype for name, p in model.named_parameters()}
+    assert dtypes["blocks.0.attn1.to_q.weight"] == torch.bfloat16
+    assert dtypes["blocks.0.scale_shift_table"] == torch.float32  # kept, as diffusers keeps it
+    assert all(d == torch.float32 for n, d in dtypes.items() if ".time_embedder." in n)
