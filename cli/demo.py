@@ -21,6 +21,29 @@ def _run(*args: str) -> None:
     app(list(args), standalone_mode=False)
 
 
+def _train(work: Path) -> None:
+    """With the train extra: a captioned dataset becomes registered candidates (tiny models, CPU)."""
+    try:
+        import diffusers  # noqa: F401
+        import torch  # noqa: F401
+
+        from trainer.synthdata import make_image_dataset
+    except ImportError:
+        render.console.print(
+            "\n[dim]Training is skipped: it needs the train extra "
+            "(pip install torch==2.13.0 'wanlora[train]'); then this demo trains a tiny LoRA too.[/]"
+        )
+        return
+    render.console.print("\nA captioned dataset (synthetic images) for the bundled trainer, on tiny random models:")
+    dataset = make_image_dataset(work / "dataset", count=12, size=48)
+    _run("dataset", "check", str(dataset))
+    _run(
+        "train", "--dataset", str(dataset), "--lora", "watercolor", "--project", "brandx", "--goal", "style",
+        "--tiny", "--base-model", "wan-tiny", "--resolution", "32", "--rank", "4", "--epochs", "4",
+        "--checkpoint-every", "6", "--output", str(work / "runs"),
+    )  # fmt: skip
+
+
 def run_demo(keep: Path | None = None) -> None:
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="wanlora-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -80,6 +103,7 @@ def run_demo(keep: Path | None = None) -> None:
         _run("sync", "--comfyui", str(comfyui))
         _run("sync", "--comfyui", str(comfyui), "--check")
         _run("history", "sarah", "--project", "brandx")
+        _train(work)
         _run("list")
         _run("notes", "sarah", "--project", "brandx")
         render.console.print("")
