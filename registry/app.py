@@ -23,9 +23,11 @@ from registry.auth import Principal
 from registry.dataset import dataset_fingerprint
 from registry.db import Database
 from registry.errors import InvalidInput
+from registry.evaluation import EvaluationService
 from registry.ingest import IngestedFile, ingest_lora, inspect_lora
 from registry.metadata import facts_from_metadata
 from registry.models import FileRole, VersionFile
+from registry.policy import Policy, load_policy
 from registry.schemas import VersionPublic, parse_category
 from registry.service import RegistryService
 from registry.settings import Settings
@@ -72,8 +74,10 @@ class Wanlora:
         actor: str,
         default_project: str = "default",
         principal: Principal | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.db = db
+        self.policy = policy or Policy()
         self.store = store
         self.actor = actor
         self.default_project = default_project
@@ -87,12 +91,18 @@ class Wanlora:
             store=open_store(settings.resolved_storage_url, **settings.s3_options()),
             actor=settings.user,
             default_project=settings.project,
+            policy=load_policy(settings.resolved_policy_file),
         )
 
     @contextmanager
     def registry(self, *, write: bool = True) -> Iterator[RegistryService]:
         with self.db.session(write=write) as session:
-            yield RegistryService(session, principal=self.principal)
+            yield RegistryService(session, principal=self.principal, policy=self.policy)
+
+    @contextmanager
+    def evaluation(self, *, write: bool = True) -> Iterator[EvaluationService]:
+        with self.db.session(write=write) as session:
+            yield EvaluationService(session, principal=self.principal, policy=self.policy)
 
     @contextmanager
     def webhooks(self, *, write: bool = True) -> Iterator[WebhookService]:
@@ -112,6 +122,7 @@ class Wanlora:
             actor=principal.user,
             default_project=self.default_project,
             principal=principal,
+            policy=self.policy,
         )
 
     def close(self) -> None:

@@ -35,6 +35,8 @@ class Action(str, Enum):
     VERSION_READ_CURRENT = "version:read_current"
     VERSION_READ_DEPRECATED = "version:read_deprecated"
     VERSION_EVALUATE = "version:evaluate"
+    VERSION_TRIAL = "version:trial"
+    VERSION_REPORT = "version:report"
     VERSION_PROMOTE = "version:promote"
     VERSION_ROLLBACK = "version:rollback"
     VERSION_DEPRECATE = "version:deprecate"

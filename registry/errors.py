@@ -9,6 +9,7 @@
     ├── PermissionDenied         ("permission_denied") authenticated, but the role does not allow it
     ├── IntegrityError           ("integrity")       stored bytes do not match their digest
     ├── Conflict                 ("conflict")        a transition that is not legal from the current state
+    │   └── GateRefused          ("gate_refused")    promotion without the evidence the policy requires
     └── SchemaOutdated           ("schema_outdated") the database needs ``wanlora db upgrade``
 
 Every error carries a message that names the problem and, where there is one, a ``hint`` that names the
@@ -20,6 +21,7 @@ from __future__ import annotations
 __all__ = [
     "AlreadyExists",
     "Conflict",
+    "GateRefused",
     "IntegrityError",
     "InvalidFile",
     "InvalidInput",
@@ -77,3 +79,9 @@ class Conflict(WanloraError):
 
 class SchemaOutdated(WanloraError):
     code = "schema_outdated"
+
+
+class GateRefused(Conflict):
+    """Promotion without the evidence the project's policy requires."""
+
+    code = "gate_refused"

@@ -29,11 +29,14 @@ from sqlmodel import Field, SQLModel
 __all__ = [
     "ApiToken",
     "Category",
+    "Evaluation",
     "Event",
     "FileRole",
     "Lora",
     "Project",
     "Status",
+    "Trial",
+    "TrialReport",
     "User",
     "Version",
     "VersionFile",
@@ -243,3 +246,78 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Evaluation(SQLModel, table=True):
+    """The result of one evaluation phase for one version, bound to the digest of its files: evidence
+    for a file is not evidence for another, even under the same version."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        CheckConstraint("phase IN ('technical', 'quality', 'trial')", name="ck_evaluations_phase"),
+        Index("ix_evaluations_version_phase", "version_id", "phase"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id")
+    phase: str = Field(max_length=16)
+    digest: str = Field(max_length=64)  # sha256 over the version's (role, file sha256) pairs
+    passed: bool
+    summary: str = Field(default="", sa_type=Text)
+    scores: dict[str, float] = Field(default_factory=dict, sa_type=JSON)
+    details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
+    created_by: str = Field(max_length=128)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class Trial(SQLModel, table=True):
+    """Phase 3: a candidate served to a sticky share of jobs, judged on the hosts' reports."""
+
+    __tablename__ = "trials"
+    __table_args__ = (
+        CheckConstraint("status IN ('running', 'passed', 'aborted', 'stopped')", name="ck_trials_status"),
+        CheckConstraint("share >= 1 AND share <= 50", name="ck_trials_share"),
+        Index(
+            "uq_trials_one_running",
+            "lora_id",
+            unique=True,
+            sqlite_where=text("status = 'running'"),
+            postgresql_where=text("status = 'running'"),
+        ),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    lora_id: int = Field(foreign_key="loras.id", index=True)
+    version_id: int = Field(foreign_key="versions.id", index=True)
+    baseline_id: int | None = Field(default=None, foreign_key="versions.id")  # the current at the start
+    digest: str = Field(max_length=64)
+    share: float
+    status: str = Field(default="running", max_length=16)
+    settings: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)  # the trial policy at the start
+    outcome: str = Field(default="", sa_type=Text)
+    started_by: str = Field(max_length=128)
+    started_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class TrialReport(SQLModel, table=True):
+    """One ComfyUI job's outcome with one version: what trials and the monthly review are judged on."""
+
+    __tablename__ = "trial_reports"
+    __table_args__ = (
+        UniqueConstraint("version_id", "job_id", name="uq_trial_reports_job"),
+        CheckConstraint("rating IS NULL OR (rating >= 1 AND rating <= 10)", name="ck_trial_reports_rating"),
+        Index("ix_trial_reports_version_at", "version_id", "at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    version_id: int = Field(foreign_key="versions.id")
+    trial_id: int | None = Field(default=None, foreign_key="trials.id", index=True)
+    job_id: str = Field(max_length=128)
+    client_id: str | None = Field(default=None, max_length=128)
+    success: bool
+    rating: int | None = None
+    seconds: float | None = None
+    error: str | None = Field(default=None, sa_type=Text)
+    reported_by: str = Field(max_length=128)
+    at: datetime = Field(sa_type=DateTime(timezone=True))

@@ -22,7 +22,20 @@ from sqlmodel import Session, col, select
 from registry.auth import READ_STATUS, Action, Authorizer, Principal, default_authorizer
 from registry.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from registry.ingest import IngestedFile
-from registry.models import Category, Event, FileRole, Lora, Project, Status, Version, VersionFile, as_utc, utcnow
+from registry.models import (
+    Category,
+    Event,
+    FileRole,
+    Lora,
+    Project,
+    Status,
+    Trial,
+    Version,
+    VersionFile,
+    as_utc,
+    utcnow,
+)
+from registry.policy import Policy
 from registry.schemas import (
     Change,
     EventPublic,
@@ -53,8 +66,16 @@ class RegistryService:
     """Every method checks the caller's permission first (deny by default); a version whose status the
     caller may not read does not exist for it."""
 
-    def __init__(self, session: Session, *, principal: Principal, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        principal: Principal,
+        authorizer: Authorizer | None = None,
+        policy: Policy | None = None,
+    ) -> None:
         self.session = session
+        self.policy = policy or Policy()
         self.principal = principal
         self.actor = principal.user
         self.authz = authorizer or default_authorizer()
@@ -89,6 +110,15 @@ class RegistryService:
         for status, project in rows:
             if self._can(project, Action.ARTIFACT_PULL) and status in self._readable(project):
                 return
+        on_trial = self.session.exec(
+            select(Project.name)
+            .join(Lora, col(Lora.project_id) == Project.id)
+            .join(Trial, col(Trial.lora_id) == Lora.id)
+            .join(VersionFile, col(VersionFile.version_id) == Trial.version_id)
+            .where(VersionFile.sha256 == sha256, Trial.status == "running")
+        ).all()
+        if any(self._can(project, Action.ARTIFACT_PULL) for project in on_trial):
+            return  # a trial's candidate is served to its share of jobs
         raise NotFound(f"no file {sha256[:12]} that this caller may download")
 
     def _readable(self, project: str) -> set[str]:
@@ -215,6 +245,7 @@ class RegistryService:
         to_status: str | None = None,
         reason: str | None = None,
         details: dict[str, Any] | None = None,
+        evaluation_id: str | None = None,
     ) -> Event:
         last = self.session.exec(select(func.max(Event.seq)).where(Event.lora_id == lora.id)).one()
         event = Event(
@@ -227,6 +258,7 @@ class RegistryService:
             from_status=from_status,
             to_status=to_status,
             reason=reason,
+            evaluation_id=evaluation_id,
             details=details or {},
         )
         self.session.add(event)
@@ -235,13 +267,23 @@ class RegistryService:
         return event
 
     def _set_status(
-        self, lora: Lora, v: Version, status: Status, kind: str, reason: str | None, **details: Any
+        self,
+        lora: Lora,
+        v: Version,
+        status: Status,
+        kind: str,
+        reason: str | None,
+        evaluation_id: str | None = None,
+        **details: Any,
     ) -> None:
         before = v.status
         v.status = status.value
         self.session.add(v)
         self.session.flush()  # demotions reach the database before the promotion (one-current index)
-        self._event(lora, kind, version=v, from_status=before, to_status=status.value, reason=reason, details=details)
+        self._event(
+            lora, kind, version=v, from_status=before, to_status=status.value, reason=reason, details=details,
+            evaluation_id=evaluation_id,
+        )  # fmt: skip
 
     # -- projects and LoRAs -------------------------------------------------------------------------
 
@@ -489,8 +531,14 @@ class RegistryService:
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
-    def promote(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
-        """testing → current; the old current becomes deprecated in the same transaction."""
+    def promote(
+        self, *, project: str, name: str, version: str, reason: str | None = None, override: bool = False
+    ) -> VersionPublic:
+        """testing → current; the old current becomes deprecated in the same transaction. The phases the
+        project's policy requires must have passed for this version's files; an admin may override with
+        a reason, and the event says so."""
+        from registry.evaluation import gate_status, refusal
+
         self._require(project, Action.VERSION_PROMOTE)
         _, lora = self._lora(project, name, lock=True)
         row = self._version(lora, version, project)
@@ -502,10 +550,24 @@ class RegistryService:
                 hint="a version that was current before comes back with `wanlora rollback`; "
                 "otherwise register a new version",
             )
+        gate = gate_status(self.session, project, lora, row, self.policy.for_project(project))
+        evidence = {p.phase: p.evaluation_id for p in gate.phases if p.evaluation_id is not None}
+        extra: dict[str, Any] = {"evidence": evidence, "digest": gate.digest}
+        if not gate.ready:
+            if not override:
+                raise refusal(gate)
+            if not (reason or "").strip():
+                raise InvalidInput(
+                    "an override needs a reason", hint="--override --reason 'why this goes out without evidence'"
+                )
+            extra["override"] = {p.phase: f"{p.state}: {p.detail}".rstrip(": ") for p in gate.blocking()}
         old = self._current(lora)
         if old is not None:
             self._set_status(lora, old, Status.DEPRECATED, "superseded", f"superseded by {row.version}", by=row.version)
-        self._set_status(lora, row, Status.CURRENT, "promoted", reason, replaced=old.version if old else None)
+        self._set_status(
+            lora, row, Status.CURRENT, "promoted", reason, replaced=old.version if old else None,
+            evaluation_id=",".join(f"{k[0]}{v}" for k, v in evidence.items())[:64] or None, **extra,
+        )  # fmt: skip
         return self.get_version(project=project, name=name, version=row.version)
 
     def _events(self, lora: Lora) -> list[Event]:
@@ -629,8 +691,10 @@ class RegistryService:
             status=Change(old=a.status.value, new=b.status.value),
         )
 
-    def current_targets(self, *, project: str | None = None) -> list[SyncTarget]:
-        """Every current version (optionally of one project) with its files, in one round of queries."""
+    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
+        """Every current version (optionally of one project) with its files, in one round of queries.
+        With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
+        client falls in the trial's share: sticky, so the host keeps the same answer."""
         query = (
             select(Version, Lora, Project)
             .join(Lora, col(Lora.id) == Version.lora_id)
@@ -645,6 +709,8 @@ class RegistryService:
             for v, lo, p in self.session.exec(query).all()
             if self._can(p.name, Action.ARTIFACT_PULL) and self._can(p.name, Action.VERSION_READ_CURRENT)
         ]
+        if client:
+            rows = self._trial_swap(rows, client)
         files = self._files([v.id or 0 for v, _, _ in rows])
         return [
             SyncTarget(
@@ -656,6 +722,20 @@ class RegistryService:
             )
             for v, lo, p in rows
         ]
+
+    def _trial_swap(
+        self, rows: list[tuple[Version, Lora, Project]], client: str
+    ) -> list[tuple[Version, Lora, Project]]:
+        from registry.evaluation import canary
+
+        trials = {t.lora_id: t for t in self.session.exec(select(Trial).where(Trial.status == "running")).all()}
+        out = []
+        for v, lo, p in rows:
+            trial = trials.get(lo.id or 0)
+            if trial is not None and canary(trial.id or 0, client, trial.share):
+                v = self.session.get(Version, trial.version_id) or v
+            out.append((v, lo, p))
+        return out
 
     def last_event_id(self) -> int:
         return self.session.exec(select(func.max(Event.id))).one() or 0

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     change_check_seconds: float = Field(
         default=0.05, description="How often a server process re-reads the event log head for cached answers."
     )
+    policy_file: Path | None = Field(
+        default=None, description="Evaluation policy (TOML); default $WANLORA_HOME/policy.toml when it exists."
+    )
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
 
@@ -57,6 +60,13 @@ class Settings(BaseSettings):
     @property
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home_dir / 'registry.db'}"
+
+    @property
+    def resolved_policy_file(self) -> Path | None:
+        if self.policy_file is not None:
+            return self.policy_file.expanduser()
+        default = self.home_dir / "policy.toml"
+        return default if default.exists() else None
 
     def s3_options(self) -> dict[str, Any]:
         return {"endpoint_url": self.s3_endpoint_url, "region": self.s3_region, "presign": self.s3_presign}

@@ -12,12 +12,33 @@ import pytest
 
 from registry.app import Wanlora
 from registry.db import Database
+from registry.policy import Policy
 from registry.s3 import S3Store
 from registry.storage import LocalStore
 
 # Nothing may download at run time: hub libraries go offline before they are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+# The lifecycle, sync, API and access tests are about the mechanics of promotion and rollback, not
+# about evidence: they run under a policy that requires no phase. The gate has its own tests
+# (tests/registry/test_gate.py, tests/evaluator/), marked `gate`, which get the strict default.
+NO_GATE = Policy({"require": []})
+
+
+@pytest.fixture(autouse=True)
+def _lifecycle_policy(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    if request.node.get_closest_marker("gate"):
+        os.environ.pop("WANLORA_POLICY_FILE", None)
+        yield
+        return
+    path = tmp_path_factory.getbasetemp() / "no-gate-policy.toml"
+    path.write_text("[default]\nrequire = []\n")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WANLORA_POLICY_FILE", str(path))
+    yield
+    mp.undo()
+
 
 PG_DSN = os.environ.get("WANLORA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -68,7 +89,7 @@ def store(tmp_path: Path) -> LocalStore:
 
 @pytest.fixture
 def wl(db: Database, store: LocalStore) -> Wanlora:
-    return Wanlora(db=db, store=store, actor="tester")
+    return Wanlora(db=db, store=store, actor="tester", policy=NO_GATE)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,7 @@ from api import create_app
 from registry.app import Wanlora
 from registry.db import Database
 from registry.settings import Settings
-from tests.conftest import make_s3
+from tests.conftest import NO_GATE, make_s3
 from tests.helpers import make
 
 
@@ -22,7 +22,7 @@ from tests.helpers import make
 def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, presign: bool) -> None:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
     store = make_s3(s3_endpoint, presign=presign)
-    wl = Wanlora(db=db, store=store, actor="server")
+    wl = Wanlora(db=db, store=store, actor="server", policy=NO_GATE)
     app = create_app(Settings(home=tmp_path / "home"), wl=wl, deliver_webhooks=False)
     with wl.accounts() as acc:
         token = acc.bootstrap_admin().token  # type: ignore[union-attr]

@@ -16,7 +16,7 @@ from registry.s3 import S3Store
 from registry.storage import ArtifactStore, LocalStore, open_store
 from registry.sync import sync_comfyui
 from registry.synth import synth_lora
-from tests.conftest import make_s3
+from tests.conftest import NO_GATE, make_s3
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -117,7 +117,7 @@ def test_presigned_download_url(s3_endpoint: str) -> None:
 
 def test_register_and_sync_through_s3(tmp_path: Path, s3_endpoint: str) -> None:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
-    wl = Wanlora(db=db, store=make_s3(s3_endpoint), actor="t")
+    wl = Wanlora(db=db, store=make_s3(s3_endpoint), actor="t", policy=NO_GATE)
     lora = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", seed=4)
     v = wl.register(
         RegisterRequest(project="p", lora="x", file=lora, changelog="c", version="1.0.0",
