@@ -162,6 +162,7 @@ class EventPublic(BaseModel):
     to_status: str | None
     reason: str | None
     details: dict[str, Any]
+    evaluation_id: str | None = Field(default=None, description="The evaluation(s) that allowed this change.")
 
 
 class Change(BaseModel):

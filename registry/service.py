@@ -658,6 +658,7 @@ class RegistryService:
                 to_status=e.to_status,
                 reason=e.reason,
                 details=e.details or {},
+                evaluation_id=e.evaluation_id,
             )
             for e, lo, p in rows
         ]
