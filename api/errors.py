@@ -18,6 +18,7 @@ STATUS = {
     "permission_denied": 403,
     "integrity": 500,
     "conflict": 409,
+    "gate_refused": 409,
     "schema_outdated": 503,
     "too_large": 413,
     "error": 500,

@@ -13,7 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.cache import AuthCache, Generation
 from api.deps import ServerState
-from api.routes import accounts, feed, files, loras, webhooks
+from api.routes import accounts, evaluation, feed, files, loras, webhooks
 from registry.app import Wanlora
 from registry.settings import Settings
 from registry.webhooks import Dispatcher
@@ -93,7 +93,7 @@ def create_app(
     app.add_middleware(FreshAfterWrites, generation=app.state.wanlora.generation)
 
     app.include_router(loras.every_project)
-    for module in (loras, files, accounts, feed, webhooks):
+    for module in (loras, files, accounts, feed, webhooks, evaluation):
         app.include_router(module.router)
 
     @app.get("/api/v1/health", tags=["meta"], summary="Liveness")

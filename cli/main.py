@@ -510,18 +510,27 @@ def promote(
     name: Annotated[str, typer.Argument(help="LoRA name.")],
     version: Annotated[str, typer.Argument(help="Version to make current.")],
     reason: ReasonOpt = None,
+    override: Annotated[
+        bool, typer.Option("--override", help="Without the required evidence (admin; needs --reason; recorded).")
+    ] = False,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Make a testing version [green]current[/]; the old current becomes deprecated, atomically."""
+    """Make a testing version [green]current[/]; the old current becomes deprecated, atomically. The
+    phases the project's policy requires must have passed for this version's files (`wanlora eval
+    status`)."""
     _transition(
         lambda reg, **kw: reg.promote(**kw),
         as_json,
-        lambda v: f"{v.project}/{v.lora}@{v.version} is now [bold green]current[/]",
+        lambda v: (
+            f"{v.project}/{v.lora}@{v.version} is now [bold green]current[/]"
+            + (" [yellow](override)[/]" if override else "")
+        ),
         project=project,
         name=name,
         version=version,
         reason=reason,
+        override=override,
     )
 
 
@@ -717,6 +726,14 @@ def sync(
     verify: Annotated[bool, typer.Option("--verify", help="Hash every file instead of trusting size+mtime.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running; apply promotions and rollbacks.")] = False,
     interval: Annotated[float, typer.Option("--interval", help="Watch poll interval, seconds.")] = 0.2,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            "--client-id",
+            envvar="WANLORA_CLIENT_ID",
+            help="This host's id: it then takes part in trials and gets a candidate for its sticky share.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
@@ -728,7 +745,7 @@ def sync(
         def fetch() -> tuple[int, list[Any]]:
             with wl.registry(write=False) as reg:
                 seen["id"] = reg.last_event_id()
-                return seen["id"], reg.current_targets(project=project)
+                return seen["id"], reg.current_targets(project=project, client=client_id)
 
         def last_change() -> int:
             with wl.registry(write=False) as reg:
@@ -864,6 +881,9 @@ def demo(
     from cli.demo import run_demo
 
     run_demo(keep)
+
+
+from cli import evaluation as _evaluation  # noqa: E402,F401  (registers eval, trial, report, review, …)
 
 
 def main() -> None:

@@ -26,6 +26,7 @@ from registry.dataset import dataset_fingerprint
 from registry.errors import (
     AlreadyExists,
     Conflict,
+    GateRefused,
     IntegrityError,
     InvalidFile,
     InvalidInput,
@@ -34,6 +35,16 @@ from registry.errors import (
     SchemaOutdated,
     Unauthenticated,
     WanloraError,
+)
+from registry.eval_schemas import (
+    EvaluationIn,
+    EvaluationPublic,
+    GateStatus,
+    Metrics,
+    Pick,
+    ReportIn,
+    ReviewItem,
+    TrialPublic,
 )
 from registry.schemas import EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
 from registry.storage import CHUNK, VerifyingReader
@@ -45,7 +56,7 @@ _ERRORS: dict[str, type[WanloraError]] = {
     cls.code: cls
     for cls in (
         NotFound, AlreadyExists, InvalidInput, InvalidFile, PermissionDenied, Unauthenticated,
-        IntegrityError, Conflict, SchemaOutdated,
+        IntegrityError, Conflict, GateRefused, SchemaOutdated,
     )
 }  # fmt: skip
 
@@ -130,8 +141,11 @@ class RemoteRegistry:
     def _transition(self, path: str, reason: str | None) -> VersionPublic:
         return VersionPublic.model_validate(self.http.call("POST", path, json={"reason": reason}))
 
-    def promote(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
-        return self._transition(f"{_l(project, name)}/versions/{quote(version)}/promote", reason)
+    def promote(
+        self, *, project: str, name: str, version: str, reason: str | None = None, override: bool = False
+    ) -> VersionPublic:
+        path = f"{_l(project, name)}/versions/{quote(version)}/promote"
+        return VersionPublic.model_validate(self.http.call("POST", path, json={"reason": reason, "override": override}))
 
     def rollback(self, *, project: str, name: str, reason: str | None = None) -> VersionPublic:
         return self._transition(f"{_l(project, name)}/rollback", reason)
@@ -165,8 +179,9 @@ class RemoteRegistry:
     def notes(self, *, project: str, name: str) -> str:
         return str(self.http.call("GET", f"{_l(project, name)}/notes"))
 
-    def current_targets(self, *, project: str | None = None) -> list[SyncTarget]:
-        rows = self.http.call("GET", "/api/v1/resolve", params={"project": project} if project else None)
+    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
+        params = {k: v for k, v in (("project", project), ("client", client)) if v}
+        rows = self.http.call("GET", "/api/v1/resolve", params=params or None)
         return [SyncTarget.model_validate(r) for r in rows]
 
     def last_event_id(self) -> int:
@@ -257,6 +272,63 @@ class RemoteStore:
         return VerifyingReader(_StreamBody(response), sha256, size)  # type: ignore[arg-type]
 
 
+class RemoteEvaluation:
+    """The HTTP implementation of ``registry.evaluation.EvaluationService``."""
+
+    def __init__(self, http: _Http) -> None:
+        self.http = http
+
+    def _v(self, project: str, name: str, version: str) -> str:
+        return f"{_l(project, name)}/versions/{quote(version)}"
+
+    def digest(self, *, project: str, name: str, version: str) -> str:
+        return str(self.http.call("GET", f"{self._v(project, name, version)}/digest")["digest"])
+
+    def record(self, *, project: str, name: str, version: str, result: EvaluationIn) -> EvaluationPublic:
+        body = result.model_dump(mode="json")
+        return EvaluationPublic.model_validate(
+            self.http.call("POST", f"{self._v(project, name, version)}/evaluations", json=body)
+        )
+
+    def evaluations(self, *, project: str, name: str, version: str) -> list[EvaluationPublic]:
+        rows = self.http.call("GET", f"{self._v(project, name, version)}/evaluations")
+        return [EvaluationPublic.model_validate(r) for r in rows]
+
+    def gate(self, *, project: str, name: str, version: str) -> GateStatus:
+        return GateStatus.model_validate(self.http.call("GET", f"{self._v(project, name, version)}/gate"))
+
+    def start_trial(
+        self, *, project: str, name: str, version: str, share: float | None = None, reason: str | None = None
+    ) -> TrialPublic:
+        body = {"version": version, "share": share, "reason": reason}
+        return TrialPublic.model_validate(self.http.call("POST", f"{_l(project, name)}/trial", json=body))
+
+    def stop_trial(self, *, project: str, name: str, reason: str | None = None) -> TrialPublic:
+        answer = self.http.call("POST", f"{_l(project, name)}/trial/stop", json={"reason": reason})
+        return TrialPublic.model_validate(answer)
+
+    def trial(self, *, project: str, name: str) -> TrialPublic:
+        return TrialPublic.model_validate(self.http.call("GET", f"{_l(project, name)}/trial"))
+
+    def pick(self, *, project: str, name: str, key: str) -> Pick:
+        return Pick.model_validate(self.http.call("GET", f"{_l(project, name)}/pick", params={"key": key}))
+
+    def report(self, *, project: str, name: str, version: str, outcome: ReportIn) -> TrialPublic | None:
+        answer = self.http.call("POST", f"{self._v(project, name, version)}/reports", json=outcome.model_dump())
+        return TrialPublic.model_validate(answer) if answer else None
+
+    def metrics(self, *, project: str, name: str, days: float = 30) -> list[Metrics]:
+        rows = self.http.call("GET", f"{_l(project, name)}/metrics", params={"days": days})
+        return [Metrics.model_validate(r) for r in rows]
+
+    def review(self, *, project: str | None = None) -> list[ReviewItem]:
+        rows = self.http.call("GET", "/api/v1/review", params={"project": project} if project else None)
+        return [ReviewItem.model_validate(r) for r in rows]
+
+    def policy_for(self, *, project: str) -> dict[str, Any]:
+        return dict(self.http.call("GET", f"/api/v1/projects/{quote(project)}/policy"))
+
+
 class RemoteWanlora:
     def __init__(self, server: str, token: str | None, *, default_project: str = "default") -> None:
         self.http = _Http(server, token)
@@ -267,6 +339,10 @@ class RemoteWanlora:
     @contextmanager
     def registry(self, *, write: bool = True) -> Iterator[RemoteRegistry]:
         yield RemoteRegistry(self.http)
+
+    @contextmanager
+    def evaluation(self, *, write: bool = True) -> Iterator[RemoteEvaluation]:
+        yield RemoteEvaluation(self.http)
 
     @contextmanager
     def webhooks(self, *, write: bool = True) -> Iterator[RemoteWebhooks]:

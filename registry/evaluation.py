@@ -40,7 +40,7 @@ from registry.service import RegistryService
 __all__ = ["EvaluationService", "canary", "files_digest", "gate_status"]
 
 
-def files_digest(files: Iterable[VersionFile]) -> str:
+def files_digest(files: Iterable[Any]) -> str:
     """The identity of a version's files: sha256 over its sorted ``role:sha256`` lines."""
     lines = sorted(f"{f.role}:{f.sha256}" for f in files)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
@@ -492,5 +492,7 @@ class EvaluationService:
                 )
         return items
 
-    def info(self) -> dict[str, Any]:
-        return self.policy.as_dict()
+    def policy_for(self, *, project: str) -> dict[str, Any]:
+        """The effective policy of a project (the default with the project's overrides)."""
+        self.registry._require(project, Action.LORA_READ)
+        return self.policy.for_project(project).model_dump(mode="json")

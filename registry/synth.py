@@ -59,8 +59,10 @@ def synth_lora(
     metadata: dict[str, str] | None = None,
     zero_b: bool = False,
     poison: str | None = None,
+    scale: float = 0.01,
 ) -> Path:
-    """Write a LoRA file. ``poison="nan"`` or ``"inf"`` plants one bad value in the last B matrix."""
+    """Write a LoRA file. ``poison="nan"`` or ``"inf"`` plants one bad value in the last B matrix;
+    ``scale`` is the standard deviation of the random A and B entries."""
     fmt = KeyFormat(fmt)
     base = BASE_MODELS[base_model]
     block_ids = range(blocks) if isinstance(blocks, int) else blocks
@@ -84,12 +86,12 @@ def synth_lora(
     with open(path, "wb") as fh:
         fh.write(header)
         for _, dt, shp, what in entries:
-            fh.write(_tensor_bytes(dt, shp, what, poison))
+            fh.write(_tensor_bytes(dt, shp, what, poison, scale))
     return path
 
 
 def _tensor_bytes(
-    dtype: str, shape: tuple[int, ...], what: float | tuple[int, bool, bool], poison: str | None
+    dtype: str, shape: tuple[int, ...], what: float | tuple[int, bool, bool], poison: str | None, scale: float = 0.01
 ) -> bytes:
     if isinstance(what, float):
         return np.float32(what).tobytes()
@@ -97,7 +99,7 @@ def _tensor_bytes(
     values = (
         np.zeros(shape, np.float32)
         if zero
-        else np.random.default_rng(tensor_seed).standard_normal(shape, dtype=np.float32) * 0.01
+        else np.random.default_rng(tensor_seed).standard_normal(shape, dtype=np.float32) * np.float32(scale)
     )
     if poisoned:
         values.flat[values.size // 2] = np.nan if poison == "nan" else np.inf

@@ -24,7 +24,7 @@ from registry.errors import InvalidInput
 from registry.wan import BASE_MODELS
 from trainer.config import TrainConfig
 
-__all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_models", "pad_text"]
+__all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_base_models", "load_models", "pad_text", "place"]
 
 Tokenize = Callable[[list[str]], tuple[torch.Tensor, torch.Tensor]]
 TEXT_LENGTH = 64  # the tiny models' prompt length
@@ -86,32 +86,32 @@ def _byte_tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, (ids > 0).long()
 
 
-def _tiny(config: TrainConfig, experts: list[str]) -> Models:
+def _tiny(seed: int, experts: list[str]) -> Models:
     from diffusers import AutoencoderKLWan
     from transformers import UMT5Config, UMT5EncoderModel
 
-    torch.manual_seed(config.seed)
+    torch.manual_seed(seed)
     vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1)
     text = UMT5EncoderModel(
         UMT5Config(
             vocab_size=257, d_model=32, d_kv=8, d_ff=64, num_layers=1, num_heads=2, relative_attention_num_buckets=8
         )
     )
-    transformers = {name: build_tiny_transformer(config.seed + 1 + i) for i, name in enumerate(experts)}
-    return Models(transformers, vae, text, _byte_tokenize, TEXT_LENGTH, f"tiny-{config.seed}")
+    transformers = {name: build_tiny_transformer(seed + 1 + i) for i, name in enumerate(experts)}
+    return Models(transformers, vae, text, _byte_tokenize, TEXT_LENGTH, f"tiny-{seed}")
 
 
-def _local(config: TrainConfig, experts: list[str]) -> Models:
+def _local(model_path: Path | None, allow_download: bool, experts: list[str]) -> Models:
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    root = Path(config.model_path or ".")
+    root = Path(model_path or ".")
     if not root.is_dir():
         raise InvalidInput(
             f"model_path {root} is not a diffusers folder",
             hint="point it at a local WAN 2.2 diffusers folder (transformer/, vae/, text_encoder/, tokenizer/)",
         )
-    local = not config.allow_download
+    local = not allow_download
     folders = {"single": "transformer", "high_noise": "transformer", "low_noise": "transformer_2"}
     transformers = {
         name: WanTransformer3DModel.from_pretrained(root, subfolder=folders[name], local_files_only=local)
@@ -143,6 +143,29 @@ def _fingerprint(root: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def load_base_models(
+    base_model: str, *, tiny: bool, model_path: Path | None = None, allow_download: bool = False, seed: int = 42
+) -> Models:
+    """The DiT expert(s), VAE and text encoder of ``base_model``: tiny random ones built from ``seed``, or
+    a local diffusers folder."""
+    experts = ["high_noise", "low_noise"] if BASE_MODELS[base_model].experts else ["single"]
+    return _tiny(seed, experts) if tiny else _local(model_path, allow_download, experts)
+
+
 def load_models(config: TrainConfig) -> Models:
-    experts = ["high_noise", "low_noise"] if BASE_MODELS[config.base_model].experts else ["single"]
-    return _tiny(config, experts) if config.tiny else _local(config, experts)
+    return load_base_models(
+        config.base_model, tiny=config.tiny, model_path=config.model_path, allow_download=config.allow_download,
+        seed=config.seed,
+    )  # fmt: skip
+
+
+def place(model: Any, device: torch.device, dtype: torch.dtype) -> None:
+    """Move to ``device`` and cast to ``dtype``, except the modules the model keeps in fp32 (norms,
+    time embedding, RoPE), as diffusers' ``from_pretrained(torch_dtype=…)`` does."""
+    model.to(device)
+    if dtype == torch.float32:
+        return
+    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not keep & set(name.split(".")):
+            tensor.data = tensor.data.to(dtype)

@@ -35,7 +35,7 @@ from trainer.cache import CachedSample, build_cache
 from trainer.config import TrainConfig
 from trainer.dataset import DatasetReport, check_dataset
 from trainer.export import adapter_state, save_canonical_lora, training_metadata
-from trainer.models import Models, load_models, pad_text
+from trainer.models import Models, load_models, pad_text, place
 
 __all__ = ["Checkpoint", "RunResult", "train"]
 
@@ -203,18 +203,6 @@ def _save(
     return checkpoint
 
 
-def _place(model: Any, device: torch.device, dtype: torch.dtype) -> None:
-    """Move to ``device`` and cast to ``dtype``, except the modules the model keeps in fp32 (norms,
-    time embedding, RoPE), as diffusers' ``from_pretrained(torch_dtype=…)`` does."""
-    model.to(device)
-    if dtype == torch.float32:
-        return
-    keep = set(getattr(model, "_keep_in_fp32_modules", None) or ())
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        if tensor.is_floating_point() and not keep & set(name.split(".")):
-            tensor.data = tensor.data.to(dtype)
-
-
 def _accelerator(config: TrainConfig) -> Any:
     """One process or several (``accelerate launch``); mixed precision on GPUs, fp32 on the CPU."""
     from accelerate import Accelerator
@@ -276,7 +264,7 @@ def train(
     weight_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(accelerator.mixed_precision, torch.float32)
     transformers = models.transformers
     for model in transformers.values():  # frozen base weights in the training precision
-        _place(model, device, weight_dtype)
+        place(model, device, weight_dtype)
     params = {name: _add_adapter(model, cfg) for name, model in transformers.items()}
     if weight_dtype != torch.float32:  # the adapters themselves train in fp32
         from diffusers.training_utils import cast_training_params

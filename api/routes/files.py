@@ -163,6 +163,10 @@ def _resolved(t: SyncTarget, base: str) -> Resolved:
 
 
 _RESOLVED = TypeAdapter(list[Resolved])
+ClientQuery = Annotated[
+    str | None,
+    Query(max_length=128, description="A ComfyUI host's id: it gets a trial's candidate for its sticky share."),
+]
 
 
 @router.get(
@@ -171,30 +175,38 @@ _RESOLVED = TypeAdapter(list[Resolved])
     response_model=list[Resolved],
 )
 async def resolve(
-    project: str, request: Request, caller: CallerDep, state: StateDep, lora: Annotated[str | None, Query()] = None
+    project: str,
+    request: Request,
+    caller: CallerDep,
+    state: StateDep,
+    lora: Annotated[str | None, Query()] = None,
+    client: ClientQuery = None,
 ) -> Response:
     """The hot path of every ComfyUI host. Answers are cached per caller and request, and stay valid
     while the event log does not move (re-checked every `change_check_seconds`); a cached answer is
-    served without leaving the event loop, everything else runs in the thread pool."""
+    served without leaving the event loop, everything else runs in the thread pool. With `client`, a
+    LoRA under trial answers with its candidate when the client falls in the trial's share."""
     generations = state.generation
     assert generations is not None
     generation = await run_in_threadpool(generations.current) if generations.due() else generations.current()
     base = str(request.base_url).rstrip("/")
-    key = ("resolve", caller.principal, project, lora, base)
+    key = ("resolve", caller.principal, project, lora, base, client)
     body = state.responses.get(key, generation)
     if body is None:
-        body = await run_in_threadpool(_resolve_body, caller, project, lora, base)
+        body = await run_in_threadpool(_resolve_body, caller, project, lora, base, client)
         state.responses.put(key, generation, body)
     return Response(body, media_type="application/json")
 
 
-def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str) -> bytes:
+def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, client: str | None) -> bytes:
     with caller.registry(write=False) as reg:
-        targets = reg.current_targets(project=project)
+        targets = reg.current_targets(project=project, client=client)
     return _RESOLVED.dump_json([_resolved(t, base) for t in targets if lora is None or t.lora == lora])
 
 
 @router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")
-def resolve_all(caller: CallerDep, project: Annotated[str | None, Query()] = None) -> list[SyncTarget]:
+def resolve_all(
+    caller: CallerDep, project: Annotated[str | None, Query()] = None, client: ClientQuery = None
+) -> list[SyncTarget]:
     with caller.registry(write=False) as reg:
-        return reg.current_targets(project=project)
+        return reg.current_targets(project=project, client=client)

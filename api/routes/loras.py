@@ -50,6 +50,10 @@ class Reason(BaseModel):
     reason: str | None = Field(default=None, examples=["passed the three-phase test"])
 
 
+class Promotion(Reason):
+    override: bool = Field(default=False, description="Promote without the required evidence (admin; needs a reason).")
+
+
 class Annotation(BaseModel):
     scores: dict[str, float] = Field(default_factory=dict, examples=[{"prompt_flexibility": 8.9}])
     known_issues: str | None = None
@@ -125,9 +129,16 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
 
 
 @router.post("/loras/{name}/versions/{version}/promote", summary="testing → current (admin)")
-def promote(project: str, name: str, version: str, caller: CallerDep, body: ReasonBody = None) -> VersionPublic:
+def promote(
+    project: str, name: str, version: str, caller: CallerDep, body: Annotated[Promotion | None, Body()] = None
+) -> VersionPublic:
+    """Refused (409 `gate_refused`) unless the phases the project's policy requires passed for this
+    version's files, or `override` is set with a reason (recorded as an override)."""
     with caller.registry() as reg:
-        return reg.promote(project=project, name=name, version=version, reason=body.reason if body else None)
+        return reg.promote(
+            project=project, name=name, version=version, reason=body.reason if body else None,
+            override=bool(body and body.override),
+        )  # fmt: skip
 
 
 @router.post("/loras/{name}/rollback", summary="Back to the version that was current before (admin)")

@@ -252,10 +252,10 @@ def test_two_processes_under_accelerate_train_what_one_process_trains_at_twice_t
 
 
 def test_base_weights_go_to_the_training_precision_but_the_fp32_modules_stay() -> None:
-    from trainer.train import _place
+    from trainer.models import place
 
     model = build_tiny_transformer(0)
-    _place(model, torch.device("cpu"), torch.bfloat16)
+    place(model, torch.device("cpu"), torch.bfloat16)
     dtypes = {name: p.dtype for name, p in model.named_parameters()}
     assert dtypes["blocks.0.attn1.to_q.weight"] == torch.bfloat16
     assert dtypes["blocks.0.scale_shift_table"] == torch.float32  # kept, as diffusers keeps it

@@ -1,0 +1,209 @@
+"""Phases 1 and 2 end to end against the registry (embedded or a server): fetch the version's files
+(verified), load the base model once, run the phases, record each result with the digest of the files
+it was made on, and write the report.
+
+A file that is not registered yet can be checked too (``EvalRequest.files``): nothing is recorded then.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import semver
+
+from evaluator.generate import GenerationSettings, Generator
+from evaluator.prompts import load_prompts, production_prompts
+from evaluator.quality import run_quality
+from evaluator.scorer import ClipScorer, Scorer
+from evaluator.technical import PhaseResult, check_structure, run_technical
+from registry.errors import InvalidInput, WanloraError
+from registry.eval_schemas import EvaluationIn
+from registry.evaluation import files_digest
+from registry.policy import ProjectPolicy
+from registry.schemas import VersionPublic
+
+__all__ = ["EvalRequest", "evaluate"]
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class EvalRequest:
+    project: str
+    lora: str
+    version: str | None = None
+    files: dict[str, Path] | None = None  # an unregistered file (or pair): checked, not recorded
+    base_model: str | None = None  # needed with ``files``
+    tiny: bool = False
+    model_path: Path | None = None
+    clip: Path | None = None
+    references: Path | None = None
+    prompts_file: Path | None = None
+    prompts: int | None = None
+    out: Path = Path("wanlora-evals")
+    seed: int = 0
+    record: bool = True
+    settings: GenerationSettings | None = None
+    scorer: Scorer | None = None
+    results: dict[str, PhaseResult] = field(default_factory=dict)
+
+
+def _fetch(store: Any, version: VersionPublic, folder: Path) -> dict[str, Path]:
+    """The version's files, streamed from the store and verified against their sha256."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    for f in version.files:
+        path = folder / f"{f.sha256}.safetensors"
+        if not path.exists():
+            tmp = path.with_suffix(".part")
+            with store.open(f.sha256) as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)  # the reader raises IntegrityError on a mismatch
+            tmp.replace(path)
+        out[f.role.value] = path
+    return out
+
+
+def _previous(versions: list[VersionPublic], version: VersionPublic) -> VersionPublic | None:
+    """The version this one is compared with: its parent, else the highest one below it."""
+    by_name = {v.version: v for v in versions}
+    if version.parent_version and version.parent_version in by_name:
+        return by_name[version.parent_version]
+    below = [v for v in versions if semver.Version.parse(v.version) < semver.Version.parse(version.version)]
+    return max(below, key=lambda v: semver.Version.parse(v.version)) if below else None
+
+
+def _references(folder: Path, limit: int = 32) -> list[np.ndarray]:
+    """Up to ``limit`` reference images from a dataset folder (images, or the first frame of videos)."""
+    from trainer.dataset import check_dataset
+
+    report = check_dataset(folder)
+    if not report.samples:
+        raise InvalidInput(f"no images or videos in {folder}", hint="--references takes a dataset folder")
+    images = []
+    for sample in report.samples[:limit]:
+        if sample.kind == "image":
+            from PIL import Image
+
+            with Image.open(sample.path) as im:
+                images.append(np.asarray(im.convert("RGB")))
+        else:
+            import av
+
+            with av.open(str(sample.path)) as container:
+                frame = next(container.decode(video=0))
+                images.append(frame.to_ndarray(format="rgb24"))
+    return images
+
+
+def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progress | None = None) -> dict[str, Any]:
+    """Run ``phases`` ("technical", "quality") and, for a registered version, record each result."""
+    previous: VersionPublic | None = None
+    previous_files: dict[str, Path] | None = None
+    trigger = req.lora
+    with backend.evaluation(write=False) as ev:
+        policy = ProjectPolicy.model_validate(ev.policy_for(project=req.project))
+    if req.files is not None:
+        if not req.base_model:
+            raise InvalidInput("checking a file needs its --base-model")
+        files, base_model, label, version = req.files, req.base_model, req.lora, None
+    else:
+        with backend.registry(write=False) as reg:
+            lora = reg.get_lora(project=req.project, name=req.lora)
+            version = reg.get_version(project=req.project, name=req.lora, version=req.version)
+        base_model, label = lora.base_model, f"{req.lora}@{version.version}"
+        trigger = ", ".join(lora.trigger_words) or req.lora
+        files = _fetch(backend.store, version, req.out / "files")
+        if "quality" in phases:
+            previous = _previous(lora.versions, version)
+            previous_files = _fetch(backend.store, previous, req.out / "files") if previous else None
+    digest = files_digest(_Named(role, sha) for role, sha in _shas(version, files))
+
+    generator = Generator.load(base_model, tiny=req.tiny, model_path=req.model_path, settings=req.settings)
+    summary: dict[str, Any] = {"lora": label, "base_model": base_model, "digest": digest, "phases": {}}
+    out = req.out / label.replace("@", "-")
+    tiny_counts = {"technical": 3, "quality": 4}
+    structure = check_structure(files, base_model, policy.technical)
+    if all(c.passed for c in structure):
+        generator.add_lora("candidate", files)
+    for phase in phases:
+        if req.prompts_file:
+            prompts = load_prompts(req.prompts_file)
+        else:
+            count = req.prompts or (tiny_counts[phase] if req.tiny else getattr(policy, phase).prompts)
+            prompts = production_prompts(trigger, count, seed=req.seed)
+        if not all(c.passed for c in structure):  # not a sound LoRA: no phase generates with it
+            result = PhaseResult(phase, checks=structure)
+        elif phase == "technical":
+            result = run_technical(files, base_model, generator, policy.technical, prompts, seed=req.seed,
+                                   progress=progress)  # fmt: skip
+        else:
+            prev = None
+            if previous is not None and previous_files is not None:
+                try:
+                    generator.add_lora("previous", previous_files)
+                    prev = ("previous", float(previous.scores.get("best_strength", 1.0)))
+                except (WanloraError, ValueError, KeyError) as exc:  # an older file the base cannot load
+                    summary["previous_skipped"] = str(exc)
+            scorer = req.scorer or (ClipScorer.from_path(req.clip) if req.clip else _default_scorer(req))
+            references = _references(req.references) if req.references else None
+            result = run_quality(
+                generator, scorer, policy.quality, prompts, previous=prev, references=references, out_dir=out,
+                seed=req.seed, progress=progress, label=label,
+            )  # fmt: skip
+            if previous is not None:
+                result.details["previous_version"] = previous.version
+        req.results[phase] = result
+        summary["phases"][phase] = _describe(result)
+        if version is not None and req.record:
+            with backend.evaluation() as ev:
+                recorded = ev.record(
+                    project=req.project, name=req.lora, version=version.version,
+                    result=EvaluationIn(
+                        phase=phase, digest=digest, passed=result.passed, summary=result.summary[:4000],  # type: ignore[arg-type]
+                        scores=result.scores, details=_jsonable(result.record()),
+                    ),
+                )  # fmt: skip
+            summary["phases"][phase]["evaluation_id"] = recorded.id
+    summary["forward_passes"] = dict(generator.forward_passes)
+    return summary
+
+
+def _default_scorer(req: EvalRequest) -> Scorer:
+    if req.tiny:
+        return ClipScorer.tiny()
+    raise InvalidInput(
+        "phase 2 needs a CLIP model for its scores", hint="pass --clip PATH (a local CLIP folder), or --tiny"
+    )
+
+
+@dataclass
+class _Named:
+    role: str
+    sha256: str
+
+
+def _shas(version: VersionPublic | None, files: dict[str, Path]) -> list[tuple[str, str]]:
+    if version is not None:
+        return [(f.role.value, f.sha256) for f in version.files]
+    from registry.storage import file_sha256
+
+    return [(role, file_sha256(path)) for role, path in files.items()]
+
+
+def _describe(result: PhaseResult) -> dict[str, Any]:
+    return {"passed": result.passed, "summary": result.summary, "scores": result.scores, **_jsonable(result.record())}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float | int | str | bool) or value is None:
+        return value
+    return str(value)
