@@ -18,7 +18,7 @@ import torch
 
 from evaluator.generate import Generator
 from registry.errors import WanloraError
-from registry.ingest import inspect_lora
+from registry.ingest import inspect_lora, nonfinite_tensors
 from registry.policy import TechnicalPolicy
 from registry.wan import BASE_MODELS
 
@@ -64,9 +64,12 @@ def check_structure(files: dict[str, Path], base_model: str, policy: TechnicalPo
     checks = []
     for role, path in files.items():
         try:
-            info = inspect_lora(path, spec)  # safetensors structure, NaN/Inf, keys → modules, shapes
+            info = inspect_lora(path, spec)  # safetensors structure, keys → modules, shapes
         except WanloraError as exc:
             return [Check("integrity", False, f"{role}: {exc.message}")]
+        bad = nonfinite_tensors(info)
+        if bad:
+            return [Check("integrity", False, f"{role}: NaN or infinite values in {len(bad)} tensor(s): {bad[0]}")]
         checks.append(
             Check("integrity", True, f"{role}: {len(info.modules)} modules map onto {base_model} with matching shapes")
         )

@@ -379,6 +379,19 @@ class EvaluationService:
             return wanted, trial if trial and trial.version_id == wanted.id else None
         raise NotFound(f"{project}/{lora.name}@{version} does not exist or is not served")
 
+    def _reportable(self, project: str, lora: Lora, version: str) -> tuple[Version, Trial | None]:
+        """A version a host may report on: one it may use now, or one that was on trial (a job that ran
+        during a trial may be reported after it ended)."""
+        try:
+            return self._servable(project, lora, version)
+        except NotFound:
+            row = self.session.exec(
+                select(Version).where(Version.lora_id == lora.id, Version.version == version)
+            ).first()
+            if row is None or self.session.exec(select(Trial.id).where(Trial.version_id == row.id)).first() is None:
+                raise
+            return row, None
+
     def pick(self, *, project: str, name: str, key: str) -> Pick:
         """The version a job (or client) gets: the trial's candidate for its share, else the current."""
         self.registry._require(project, Action.ARTIFACT_PULL)
@@ -402,7 +415,7 @@ class EvaluationService:
         """A host reports one job's outcome with a version; a running trial is judged again at once."""
         self.registry._require(project, Action.VERSION_REPORT)
         _, lora = self.registry._lora(project, name, lock=True)
-        row, trial = self._servable(project, lora, str(version).removeprefix("v"))
+        row, trial = self._reportable(project, lora, str(version).removeprefix("v"))
         duplicate = self.session.exec(
             select(TrialReport.id).where(TrialReport.version_id == row.id, TrialReport.job_id == outcome.job_id)
         ).first()

@@ -157,6 +157,24 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
     return Inspection(path=path, source_format=fmt, header=header, modules=modules)
 
 
+def nonfinite_tensors(ins: Inspection) -> list[str]:
+    """Names of the tensors that hold NaN or infinite values (read in chunks; memory stays flat)."""
+    bad = []
+    with open(ins.path, "rb") as fh:
+        for t in ins.header.tensors:
+            fh.seek(ins.header.data_offset + t.start)
+            remaining = t.nbytes
+            while remaining:
+                chunk = fh.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                if has_nonfinite(t.dtype, chunk):
+                    bad.append(t.name)
+                    break
+                remaining -= len(chunk)
+    return bad
+
+
 def _module_info(
     name: str, fd: int, header: Header, module: str, parts: dict[LoraPart, TensorInfo], base: BaseModel | None
 ) -> ModuleInfo:
