@@ -41,7 +41,7 @@ LowOpt = Annotated[Path | None, typer.Option("--low-noise", help="With --file: t
 BaseOpt = Annotated[str | None, typer.Option("--base-model", "-b", help="With --file: its base model.")]
 
 
-def _evaluate(phases: list[str], ref: str, project: str | None, as_json: bool, **kw: Any) -> None:
+def _evaluate(phases: list[str], refs: str | list[str], project: str | None, as_json: bool, **kw: Any) -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     try:
         from evaluator.run import EvalRequest, evaluate
@@ -49,29 +49,42 @@ def _evaluate(phases: list[str], ref: str, project: str | None, as_json: bool, *
         raise InvalidInput(
             "evaluation needs the train extra", hint="pip install torch==2.13.0 'wanlora[train]'"
         ) from None
-    name, version = _split_ref(ref)
     file, low = kw.pop("file"), kw.pop("low_noise")
     files = None
     if file is not None:
         files = {"high_noise": file, "low_noise": low} if low else {"single": file}
     columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip
+    summaries = []
     with _open() as wl:
-        req = EvalRequest(project=_project(wl, project), lora=name, version=version, files=files, **kw)
-        with Progress(*columns, console=render.err_console, transient=as_json) as bar:
-            tasks: dict[str, Any] = {}
+        generator = None  # one base model (and its cached outputs) for every version evaluated
+        for ref in [refs] if isinstance(refs, str) else refs:
+            name, version = _split_ref(ref)
+            req = EvalRequest(
+                project=_project(wl, project), lora=name, version=version, files=files, generator=generator, **kw
+            )
+            with Progress(*columns, console=render.err_console, transient=True) as bar:
+                tasks: dict[str, Any] = {}
 
-            def progress(what: str, done: int, total: int) -> None:
-                if "task" not in tasks:
-                    tasks["task"] = bar.add_task(what, total=total)
-                bar.update(tasks["task"], description=what, completed=done, total=total)
+                def progress(
+                    what: str, done: int, total: int, bar: Progress = bar, tasks: dict[str, Any] = tasks, ref: str = ref
+                ) -> None:
+                    if "task" not in tasks:
+                        tasks["task"] = bar.add_task(what, total=total)
+                    bar.update(tasks["task"], description=f"{ref}: {what}", completed=done, total=total)
 
-            summary = evaluate(wl, req, phases, progress)
+                summaries.append(evaluate(wl, req, phases, progress))
+            generator = req.generator
     if as_json:
-        render.emit_json(summary)
+        render.emit_json(summaries[0] if isinstance(refs, str) else summaries)
         return
+    for summary in summaries:
+        _show(summary)
+
+
+def _show(summary: dict[str, Any]) -> None:
     for phase, result in summary["phases"].items():
-        table = Table(title=f"{summary['lora']} · phase {1 if phase == 'technical' else 2} ({phase})", show_lines=False)
+        table = Table(title=f"{summary['lora']} · phase {1 if phase == 'technical' else 2} ({phase})")
         table.add_column("check")
         table.add_column("")
         table.add_column("detail", overflow="fold")
@@ -114,13 +127,14 @@ def eval_quality(
 
 @eval_app.command("run")
 def eval_run(
-    ref: RefArg, project: ProjectOpt = None, tiny: TinyOpt = False, model_path: ModelOpt = None,
+    refs: Annotated[list[str], typer.Argument(help="NAME@VERSION …: several share one loaded base model.")], project: ProjectOpt = None, tiny: TinyOpt = False, model_path: ModelOpt = None,
     clip: ClipOpt = None, references: RefsOpt = None, prompts: PromptsOpt = None,
     prompts_file: PromptsFileOpt = None, out: OutOpt = Path("wanlora-evals"), record: RecordOpt = True,
     as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
-    """Phases 1 and 2 end to end; the results and scores go into the registry."""
-    _evaluate(["technical", "quality"], ref, project, as_json, tiny=tiny, model_path=model_path, clip=clip,
+    """Phases 1 and 2 end to end; the results and scores go into the registry. Several versions (a sweep's
+    candidates) share one loaded base model and its outputs."""
+    _evaluate(["technical", "quality"], refs if len(refs) > 1 else refs[0], project, as_json, tiny=tiny, model_path=model_path, clip=clip,
               references=references, prompts=prompts, prompts_file=prompts_file, out=out, record=record, file=None,
               low_noise=None)  # fmt: skip
 

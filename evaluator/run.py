@@ -50,6 +50,7 @@ class EvalRequest:
     record: bool = True
     settings: GenerationSettings | None = None
     scorer: Scorer | None = None
+    generator: Generator | None = None  # reuse a loaded base model (and its cached outputs) across versions
     results: dict[str, PhaseResult] = field(default_factory=dict)
 
 
@@ -123,13 +124,17 @@ def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progre
             previous_files = _fetch(backend.store, previous, req.out / "files") if previous else None
     digest = files_digest(_Named(role, sha) for role, sha in _shas(version, files))
 
-    generator = Generator.load(base_model, tiny=req.tiny, model_path=req.model_path, settings=req.settings)
+    generator = req.generator
+    if generator is None or generator.base_model != base_model:
+        generator = Generator.load(base_model, tiny=req.tiny, model_path=req.model_path, settings=req.settings)
+        req.generator = generator
+    adapter = f"c{digest[:12]}"  # one adapter per file set: versions can share a generator
     summary: dict[str, Any] = {"lora": label, "base_model": base_model, "digest": digest, "phases": {}}
     out = req.out / label.replace("@", "-")
     tiny_counts = {"technical": 3, "quality": 4}
     structure = check_structure(files, base_model, policy.technical)
-    if all(c.passed for c in structure):
-        generator.add_lora("candidate", files)
+    if all(c.passed for c in structure) and adapter not in generator._adapters:
+        generator.add_lora(adapter, files)
     for phase in phases:
         if req.prompts_file:
             prompts = load_prompts(req.prompts_file)
@@ -140,19 +145,21 @@ def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progre
             result = PhaseResult(phase, checks=structure)
         elif phase == "technical":
             result = run_technical(files, base_model, generator, policy.technical, prompts, seed=req.seed,
-                                   progress=progress)  # fmt: skip
+                                   progress=progress, adapter=adapter)  # fmt: skip
         else:
             prev = None
             if previous is not None and previous_files is not None:
                 try:
-                    generator.add_lora("previous", previous_files)
-                    prev = ("previous", float(previous.scores.get("best_strength", 1.0)))
+                    name = "p" + files_digest(_Named(f.role.value, f.sha256) for f in previous.files)[:12]
+                    if name not in generator._adapters:
+                        generator.add_lora(name, previous_files)
+                    prev = (name, float(previous.scores.get("best_strength", 1.0)))
                 except (WanloraError, ValueError, KeyError) as exc:  # an older file the base cannot load
                     summary["previous_skipped"] = str(exc)
             scorer = req.scorer or (ClipScorer.from_path(req.clip) if req.clip else _default_scorer(req))
             references = _references(req.references) if req.references else None
             result = run_quality(
-                generator, scorer, policy.quality, prompts, previous=prev, references=references, out_dir=out,
+                generator, scorer, policy.quality, prompts, adapter=adapter, previous=prev, references=references, out_dir=out,
                 seed=req.seed, progress=progress, label=label,
             )  # fmt: skip
             if previous is not None:

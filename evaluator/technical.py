@@ -208,8 +208,7 @@ def run_technical(
         Check(
             "memory",
             growth <= policy.max_memory_increase,
-            f"{_mb(lora_m)} vs base {_mb(base_m)} ({where}; {growth:+.1%}; "
-            f"allowed +{policy.max_memory_increase:.0%})",
+            f"{_mb(lora_m)} vs base {_mb(base_m)} ({where}; {growth:+.1%}; allowed +{policy.max_memory_increase:.0%})",
             {"lora_bytes": lora_m, "base_bytes": base_m},
         )
     )
