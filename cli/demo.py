@@ -39,9 +39,22 @@ def _train(work: Path) -> None:
     _run("dataset", "check", str(dataset))
     _run(
         "train", "--dataset", str(dataset), "--lora", "watercolor", "--project", "brandx", "--goal", "style",
-        "--tiny", "--base-model", "wan-tiny", "--resolution", "32", "--rank", "4", "--epochs", "4",
+        "--tiny", "--base-model", "wan-tiny", "--resolution", "32", "--rank", "4", "--epochs", "4", "--lr", "2e-3",
         "--checkpoint-every", "6", "--output", str(work / "runs"),
     )  # fmt: skip
+    candidate = "watercolor@0.1.0-step.24"
+    render.console.print("\nThe three phases for the last checkpoint (tiny models, CPU):")
+    _run("eval", "run", candidate, "--project", "brandx", "--tiny", "--references", str(dataset),
+         "--out", str(work / "evals"))  # fmt: skip
+    _run("trial", "start", candidate, "--project", "brandx", "--share", "20", "--reason", "phases 1 and 2 passed")
+    _run("pick", "watercolor", "--project", "brandx", "--job", "job-0001")
+    render.console.print("\nComfyUI hosts report how their jobs went (here: five good ones):")
+    for i in range(5):
+        _run("report", candidate, "--project", "brandx", "--job", f"job-{i:04}", "--success", "--rating", "8",
+             "--seconds", "41.5")  # fmt: skip
+    _run("eval", "status", candidate, "--project", "brandx")
+    _run("promote", "watercolor", "0.1.0-step.24", "--project", "brandx", "--reason", "three phases passed")
+    _run("review")
 
 
 def run_demo(keep: Path | None = None) -> None:
@@ -50,10 +63,20 @@ def run_demo(keep: Path | None = None) -> None:
     home, comfyui, files = work / "home", work / "ComfyUI", work / "files"
     (comfyui / "models" / "loras").mkdir(parents=True, exist_ok=True)
     (comfyui / "models" / "loras" / "my_old_lora.safetensors").write_bytes(b"not managed by wanlora")
-    previous = {k: os.environ.get(k) for k in ("WANLORA_HOME", "WANLORA_DATABASE_URL", "WANLORA_STORAGE_URL")}
+    names = ("WANLORA_HOME", "WANLORA_DATABASE_URL", "WANLORA_STORAGE_URL", "WANLORA_POLICY_FILE", "WANLORA_SERVER",
+             "WANLORA_TOKEN")  # fmt: skip
+    previous = {k: os.environ.get(k) for k in names}
+    for key in names:
+        os.environ.pop(key, None)
     os.environ["WANLORA_HOME"] = str(home)
-    os.environ.pop("WANLORA_DATABASE_URL", None)
-    os.environ.pop("WANLORA_STORAGE_URL", None)
+    home.mkdir(parents=True, exist_ok=True)
+    # The default policy requires all three phases, and a trial 50 reports over 24 hours; the demo's
+    # project lets its trial pass after 5 reports at once, and does not hold tiny CPU models, whose
+    # generations take milliseconds, to a speed margin (the policy file is per project).
+    (home / "policy.toml").write_text(
+        "[projects.brandx.trial]\nmin_reports = 5\nmin_hours = 0\nabort_after = 5\n"
+        "[projects.brandx.technical]\nmax_slowdown = 3.0\n"
+    )
     try:
         render.console.print(Rule("wanlora walk-through"))
         render.console.print(f"throwaway WANLORA_HOME: {home}\nComfyUI folder: {comfyui}")
@@ -89,7 +112,15 @@ def run_demo(keep: Path | None = None) -> None:
             "--category", "character", "--base-model", "wan2.2-t2v-a14b", "--version", "1.0.0",
             "--changelog", "First training: 250 images", "--from-metadata", "--score", "consistency=8.1", "--quiet",
         )  # fmt: skip
-        _run("promote", "sarah", "1.0.0", "--project", "brandx", "--reason", "passed the three-phase test")
+        render.console.print("\n[bold]Promotion is gated[/]: it needs phases 1–3 passed for the version's files.")
+        _run("promote", "sarah", "1.0.0", "--project", "brandx", "--reason", "ship it")
+        render.console.print(
+            "\n1.0.0 ran in production before wanlora existed, so an admin brings it in on a recorded override:"
+        )
+        _run(
+            "promote", "sarah", "1.0.0", "--project", "brandx", "--override",
+            "--reason", "in production since March; imported from the shared drive",
+        )  # fmt: skip
         _run("sync", "--comfyui", str(comfyui))
         _run(
             "register", str(v2["high"]), "--low-noise", str(v2["low"]), "--lora", "sarah", "--project", "brandx",
@@ -97,7 +128,11 @@ def run_demo(keep: Path | None = None) -> None:
             "--score", "consistency=9.2", "--score", "prompt_flexibility=8.9", "--quiet",
         )  # fmt: skip
         _run("diff", "sarah", "1.0.0", "1.1.0", "--project", "brandx")
-        _run("promote", "sarah", "1.1.0", "--project", "brandx", "--reason", "better consistency")
+        _run("eval", "status", "sarah@1.1.0", "--project", "brandx")
+        _run(
+            "promote", "sarah", "1.1.0", "--project", "brandx", "--override",
+            "--reason", "client deadline; evaluation scheduled after release",
+        )  # fmt: skip
         _run("sync", "--comfyui", str(comfyui))
         _run("rollback", "sarah", "--project", "brandx", "--reason", "faces drift at strength 1.0 in production")
         _run("sync", "--comfyui", str(comfyui))

@@ -106,10 +106,11 @@ def refusal(gate: GateStatus) -> GateRefused:
     for p in gate.blocking():
         why = f": {p.detail}" if p.detail else ""
         parts.append(f"phase {p.number} ({p.phase}) {p.state}{why}")
+    where = "" if gate.project == "default" else f" -p {gate.project}"
     hints = {
-        "technical": f"wanlora eval technical {gate.lora}@{gate.version}",
-        "quality": f"wanlora eval quality {gate.lora}@{gate.version}",
-        "trial": f"wanlora trial start {gate.lora}@{gate.version}",
+        "technical": f"wanlora eval technical {gate.lora}@{gate.version}{where}",
+        "quality": f"wanlora eval quality {gate.lora}@{gate.version}{where}",
+        "trial": f"wanlora trial start {gate.lora}@{gate.version}{where}",
     }
     todo = "; ".join(hints[p.phase] for p in gate.blocking() if p.state in ("missing", "failed"))
     return GateRefused(

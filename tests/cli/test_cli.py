@@ -137,6 +137,9 @@ def test_help_is_there() -> None:
 def test_demo_runs_end_to_end(env: Path) -> None:
     out = run("demo", "--keep", str(env / "demo"))
     assert "rolled back" in out and "sarah_high_noise.safetensors" in out
+    assert "GateRefused" in out and "(override)" in out  # promotion is gated; the override is recorded
+    # with the train extra (installed for the tests): trained, three phases passed, promoted without override
+    assert "ready to promote" in out and "watercolor@0.1.0-step.24 is now current" in out
     assert (env / "demo/ComfyUI/models/loras/wanlora/brandx/character/sarah_low_noise.safetensors").is_file()
 
 
