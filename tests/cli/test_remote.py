@@ -158,3 +158,41 @@ def test_more_commands_through_the_server(server: tuple[str, str], tmp_path: Pat
     )
     assert any(t["id"] == created["id"] for t in json.loads(run("token", "list", "--json")))
     assert "revoked" in run("token", "revoke", str(created["id"]))
+
+
+@pytest.mark.gate
+def test_evaluation_and_a_trial_through_the_server(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """eval (the GPU box: fetches the files over HTTP, records with a trainer token), a trial, a
+    production host's reports and the gate, all through --server."""
+    pytest.importorskip("diffusers")
+    from registry.synth import synth_lora
+
+    f = synth_lora(tmp_path / "t.safetensors", base_model="wan-tiny", fmt="canonical", dtype="F32", scale=0.3)
+    run("register", str(f), "--lora", "tiny", "-p", "lab", "--category", "style", "--base-model", "wan-tiny",
+        "--version", "1.0.0", "-m", "first", "-q")  # fmt: skip
+    out = run("promote", "tiny", "1.0.0", "-p", "lab", code=1)
+    assert "GateRefused" in out and "phase 1 (technical) missing" in out
+    run("user", "add", "gpu")
+    run("user", "add", "host")
+    trainer = json.loads(run("token", "create", "-u", "gpu", "-p", "lab", "-r", "trainer", "--json"))["token"]
+    host = json.loads(run("token", "create", "-u", "host", "-p", "lab", "-r", "production", "--json"))["token"]
+    admin = os.environ["WANLORA_TOKEN"]
+    monkeypatch.setenv("WANLORA_TOKEN", trainer)
+    summary = json.loads(run("eval", "technical", "tiny@1.0.0", "-p", "lab", "--tiny", "--out", str(tmp_path / "e"),
+                             "--json"))  # fmt: skip
+    technical = summary["phases"]["technical"]
+    assert (
+        technical["evaluation_id"] and technical["checks"][2]["name"] == "effect" and technical["checks"][2]["passed"]
+    )
+    gate = json.loads(run("eval", "status", "tiny@1.0.0", "-p", "lab", "--json"))
+    recorded = {p["phase"]: p["state"] for p in gate["phases"]}["technical"]
+    assert recorded == ("passed" if technical["passed"] else "failed")  # recorded on the server as it came out
+    run("trial", "start", "tiny@1.0.0", "-p", "lab", code=1)  # a trainer may not start trials
+    monkeypatch.setenv("WANLORA_TOKEN", host)
+    run("report", "tiny@1.0.0", "-p", "lab", "--job", "j1", "--success", code=1)  # not on trial: not served
+    monkeypatch.setenv("WANLORA_TOKEN", admin)
+    assert json.loads(run("policy", "show", "-p", "lab", "--json"))["trial"]["share"] == 10
+    out = run("promote", "tiny", "1.0.0", "-p", "lab", "--override", "--reason", "lab use", "--json")
+    assert json.loads(out)["status"] == "current"
