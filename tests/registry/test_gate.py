@@ -52,6 +52,17 @@ def _report(wl: Wanlora, version: str, n: int, *, fail_every: int = 0, start: in
             )  # fmt: skip
 
 
+def _current_and_candidate_on_trial(wl: Wanlora, tmp: Path, share: float | None = None) -> None:
+    """1.0.0 current (imported on an override), 1.1.0 through phases 1 and 2 and on trial."""
+    register(wl, tmp, version="1.0.0")
+    with wl.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.0.0", override=True, reason="import")
+    register(wl, tmp, version="1.1.0", seed=1)
+    _evidence(wl, "1.1.0", "technical", "quality")
+    with wl.evaluation() as ev:
+        ev.start_trial(project="default", name="sarah", version="1.1.0", share=share)
+
+
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_promote_refuses_without_evidence_and_names_each_missing_phase(gated: Wanlora, tmp_path: Path) -> None:
     register(gated, tmp_path, version="1.0.0")
@@ -135,13 +146,7 @@ def test_canary_share_is_within_three_points_and_sticky() -> None:
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_pick_serves_the_candidate_to_its_share_and_production_can_pull_it(gated: Wanlora, tmp_path: Path) -> None:
-    register(gated, tmp_path, version="1.0.0")
-    with gated.registry() as reg:
-        reg.promote(project="default", name="sarah", version="1.0.0", override=True, reason="import")
-    register(gated, tmp_path, version="1.1.0", seed=1)
-    _evidence(gated, "1.1.0", "technical", "quality")
-    with gated.evaluation() as ev:
-        ev.start_trial(project="default", name="sarah", version="1.1.0", share=10)
+    _current_and_candidate_on_trial(gated, tmp_path, share=10)
     host = gated.as_principal(Principal(user="host-1", subject="token:9", role="production", project="default"))
     with host.evaluation() as ev:
         picks = [ev.pick(project="default", name="sarah", key=f"job-{i}") for i in range(2000)]
@@ -166,13 +171,7 @@ def test_pick_serves_the_candidate_to_its_share_and_production_can_pull_it(gated
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_a_trial_with_failures_over_the_limit_aborts_by_itself_and_rolls_back(gated: Wanlora, tmp_path: Path) -> None:
-    register(gated, tmp_path, version="1.0.0")
-    with gated.registry() as reg:
-        reg.promote(project="default", name="sarah", version="1.0.0", override=True, reason="import")
-    register(gated, tmp_path, version="1.1.0", seed=1)
-    _evidence(gated, "1.1.0", "technical", "quality")
-    with gated.evaluation() as ev:
-        ev.start_trial(project="default", name="sarah", version="1.1.0")
+    _current_and_candidate_on_trial(gated, tmp_path)
     with gated.registry() as reg:  # an admin pushes it out early, on an override
         reg.promote(project="default", name="sarah", version="1.1.0", override=True, reason="client deadline")
     _report(gated, "1.1.0", 9, fail_every=2)  # 5 of 9 failed, but fewer than abort_after reports
