@@ -3,7 +3,6 @@ evaluation, the production trial and the monitoring. Registered on the main app 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,7 +11,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli import render
-from cli.main import JsonOpt, ProjectOpt, ReasonOpt, _Group, _open, _project, _split_ref, app
+from cli.main import (
+    JsonOpt,
+    ProjectOpt,
+    ReasonOpt,
+    _Group,
+    _open,
+    _project,
+    _split_ref,
+    app,
+    hub_offline,
+    train_extra_missing,
+)
 from registry.errors import InvalidInput
 from registry.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
 
@@ -42,13 +52,11 @@ BaseOpt = Annotated[str | None, typer.Option("--base-model", "-b", help="With --
 
 
 def _evaluate(phases: list[str], refs: str | list[str], project: str | None, as_json: bool, **kw: Any) -> None:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    hub_offline()
     try:
         from evaluator.run import EvalRequest, evaluate
     except ImportError:  # pragma: no cover - depends on the install
-        raise InvalidInput(
-            "evaluation needs the train extra", hint="pip install torch==2.13.0 'wanlora[train]'"
-        ) from None
+        raise train_extra_missing("evaluation") from None
     file, low = kw.pop("file"), kw.pop("low_noise")
     files = None
     if file is not None:

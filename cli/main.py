@@ -135,6 +135,16 @@ def _project(wl: Backend, project: str | None) -> str:
     return project or wl.default_project
 
 
+def hub_offline() -> None:
+    """Weights come from local folders: keep the hub libraries offline (HF_HUB_OFFLINE=0 allows it)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def train_extra_missing(what: str) -> InvalidInput:
+    return InvalidInput(f"{what} needs the train extra", hint="pip install torch==2.13.0 'wanlora[train]'")
+
+
 def _split_ref(ref: str) -> tuple[str, str | None]:
     name, _, version = ref.partition("@")
     return name, version or None
@@ -817,15 +827,11 @@ def train(
 
     Several GPUs: `accelerate launch --multi_gpu --num_processes N -m cli train …` (batch size is per
     process; only the main process registers)."""
-    # Weights come from local folders: keep the hub libraries offline (set HF_HUB_OFFLINE=0 to allow it).
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    hub_offline()
     try:
         from trainer.cli import run_training
     except ImportError:  # pragma: no cover - depends on the install
-        raise InvalidInput(
-            "training needs the train extra", hint="pip install torch==2.13.0 'wanlora[train]'"
-        ) from None
+        raise train_extra_missing("training") from None
     overrides = {
         "dataset": dataset, "lora": lora, "goal": goal, "base_model": base_model, "model_path": model_path,
         "tiny": tiny, "resolution": resolution, "frames": frames, "batch_size": batch_size,

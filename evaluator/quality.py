@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -226,7 +225,3 @@ def contact_sheet(path: Path, rows: dict[str, list[torch.Tensor]], columns: int 
             sheet.paste(tile, (label_w + c * cell, r * cell))
     sheet.save(path)
     return path
-
-
-def describe(result: PhaseResult) -> dict[str, Any]:
-    return {"passed": result.passed, "summary": result.summary, "scores": result.scores, **result.record()}

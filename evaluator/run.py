@@ -122,7 +122,7 @@ def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progre
         if "quality" in phases:
             previous = _previous(lora.versions, version)
             previous_files = _fetch(backend.store, previous, req.out / "files") if previous else None
-    digest = files_digest(_Named(role, sha) for role, sha in _shas(version, files))
+    digest = files_digest(_shas(version, files))
 
     generator = req.generator
     if generator is None or generator.base_model != base_model:
@@ -145,12 +145,12 @@ def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progre
             result = PhaseResult(phase, checks=structure)
         elif phase == "technical":
             result = run_technical(files, base_model, generator, policy.technical, prompts, seed=req.seed,
-                                   progress=progress, adapter=adapter)  # fmt: skip
+                                   progress=progress, adapter=adapter, structure=structure)  # fmt: skip
         else:
             prev = None
             if previous is not None and previous_files is not None:
                 try:
-                    name = "p" + files_digest(_Named(f.role.value, f.sha256) for f in previous.files)[:12]
+                    name = "p" + files_digest((f.role.value, f.sha256) for f in previous.files)[:12]
                     if name not in generator._adapters:
                         generator.add_lora(name, previous_files)
                     prev = (name, float(previous.scores.get("best_strength", 1.0)))
@@ -186,12 +186,6 @@ def _default_scorer(req: EvalRequest) -> Scorer:
     raise InvalidInput(
         "phase 2 needs a CLIP model for its scores", hint="pass --clip PATH (a local CLIP folder), or --tiny"
     )
-
-
-@dataclass
-class _Named:
-    role: str
-    sha256: str
 
 
 def _shas(version: VersionPublic | None, files: dict[str, Path]) -> list[tuple[str, str]]:

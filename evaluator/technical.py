@@ -136,9 +136,12 @@ def run_technical(
     seed: int = 0,
     progress: Progress | None = None,
     adapter: str = "candidate",
+    structure: list[Check] | None = None,
 ) -> PhaseResult:
+    """``structure``: the result of ``check_structure`` when the caller has it already (the files are
+    read and scanned for NaN/Inf once)."""
     result = PhaseResult("technical")
-    result.checks = check_structure(files, base_model, policy)
+    result.checks = list(structure) if structure is not None else check_structure(files, base_model, policy)
     if not result.passed:
         return result
     if adapter not in generator._adapters:

@@ -40,10 +40,15 @@ from registry.service import RegistryService
 __all__ = ["EvaluationService", "canary", "files_digest", "gate_status"]
 
 
-def files_digest(files: Iterable[Any]) -> str:
+def files_digest(files: Iterable[tuple[str, str]]) -> str:
     """The identity of a version's files: sha256 over its sorted ``role:sha256`` lines."""
-    lines = sorted(f"{f.role}:{f.sha256}" for f in files)
+    lines = sorted(f"{role}:{sha256}" for role, sha256 in files)
     return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def version_digest(session: Session, version_id: int | None) -> str:
+    files = session.exec(select(VersionFile.role, VersionFile.sha256).where(VersionFile.version_id == version_id))
+    return files_digest(files.all())
 
 
 def canary(trial_id: int, key: str, share: float) -> bool:
@@ -63,8 +68,7 @@ def _latest(session: Session, version_id: int, phase: str) -> Evaluation | None:
 
 def gate_status(session: Session, project: str, lora: Lora, version: Version, policy: ProjectPolicy) -> GateStatus:
     """Each phase's state for this version's files, under the project's policy."""
-    files = session.exec(select(VersionFile).where(VersionFile.version_id == version.id)).all()
-    digest = files_digest(files)
+    digest = version_digest(session, version.id)
     phases = []
     for phase in PHASES:
         required = phase in policy.require
@@ -138,7 +142,7 @@ class EvaluationService:
     def digest(self, *, project: str, name: str, version: str) -> str:
         self.registry._require(project, Action.LORA_READ)
         _, row = self._visible(project, name, version)
-        return files_digest(self.session.exec(select(VersionFile).where(VersionFile.version_id == row.id)).all())
+        return version_digest(self.session, row.id)
 
     def record(self, *, project: str, name: str, version: str, result: EvaluationIn) -> EvaluationPublic:
         """Record a phase 1 or 2 result for the files it was made on; its scores join the version's."""
@@ -456,20 +460,9 @@ class EvaluationService:
     def review(self, *, project: str | None = None) -> list[ReviewItem]:
         """The monthly review: current versions whose metrics drifted (the recent window against the
         one before it) or that should be retrained (old training, low rating)."""
-        query = (
-            select(Version, Lora, Project)
-            .join(Lora, col(Lora.id) == Version.lora_id)
-            .join(Project, col(Project.id) == Lora.project_id)
-            .where(Version.status == Status.CURRENT.value)
-        )
-        if project:
-            self.registry._require(project, Action.LORA_READ)
-            query = query.where(Project.name == project)
         now = utcnow()
         items = []
-        for v, lora, proj in self.session.exec(query).all():
-            if not self.registry._can(proj.name, Action.LORA_READ):
-                continue
+        for v, lora, proj in self.registry.current_rows(project=project, action=Action.LORA_READ):
             r = self.policy.for_project(proj.name).review
             recent_start = now - timedelta(days=r.window_days)
             recent = self._metrics(v, recent_start)

@@ -137,9 +137,6 @@ class Policy:
                 raise InvalidInput(f"invalid evaluation policy: {problems}", hint="fix the policy file") from None
         return self._cache[project]
 
-    def as_dict(self) -> dict[str, Any]:
-        return {"default": self._default, "projects": self._projects}
-
 
 def load_policy(path: Path | None) -> Policy:
     """The policy in ``path`` (TOML), or the defaults when there is no file."""

@@ -692,10 +692,9 @@ class RegistryService:
             status=Change(old=a.status.value, new=b.status.value),
         )
 
-    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
-        """Every current version (optionally of one project) with its files, in one round of queries.
-        With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
-        client falls in the trial's share: sticky, so the host keeps the same answer."""
+    def current_rows(self, *, project: str | None, action: Action) -> list[tuple[Version, Lora, Project]]:
+        """Every current version with its LoRA and project (optionally of one project), in one query,
+        in the projects where the caller may ``action``."""
         query = (
             select(Version, Lora, Project)
             .join(Lora, col(Lora.id) == Version.lora_id)
@@ -703,12 +702,18 @@ class RegistryService:
             .where(Version.status == Status.CURRENT.value)
         )
         if project:
-            self._require(project, Action.ARTIFACT_PULL)
+            self._require(project, action)
             query = query.where(Project.name == project)
+        return [(v, lo, p) for v, lo, p in self.session.exec(query).all() if self._can(p.name, action)]
+
+    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
+        """Every current version (optionally of one project) with its files, in one round of queries.
+        With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
+        client falls in the trial's share: sticky, so the host keeps the same answer."""
         rows = [
             (v, lo, p)
-            for v, lo, p in self.session.exec(query).all()
-            if self._can(p.name, Action.ARTIFACT_PULL) and self._can(p.name, Action.VERSION_READ_CURRENT)
+            for v, lo, p in self.current_rows(project=project, action=Action.ARTIFACT_PULL)
+            if self._can(p.name, Action.VERSION_READ_CURRENT)
         ]
         if client:
             rows = self._trial_swap(rows, client)
