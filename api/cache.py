@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Hashable
 from datetime import datetime, timezone
 
-from registry.auth import Principal
+from registry.domain.access import Principal
 
 
 class AuthCache:

@@ -12,8 +12,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.cache import AuthCache, Generation, ResponseCache
-from registry.app import Wanlora
-from registry.auth import Principal
+from registry.backends.local import Wanlora
+from registry.domain.access import Principal
 from registry.settings import Settings
 
 

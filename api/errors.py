@@ -7,7 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from registry.errors import WanloraError
+from registry.domain.errors import WanloraError
 
 STATUS = {
     "not_found": 404,

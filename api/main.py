@@ -14,9 +14,10 @@ from api import errors
 from api.cache import AuthCache, Generation
 from api.deps import ServerState
 from api.routes import accounts, evaluation, feed, files, loras, webhooks
-from registry.app import Wanlora
+from registry.backends.local import Wanlora
+from registry.domain.accounts import TokenCreated
+from registry.services.delivery import Dispatcher
 from registry.settings import Settings
-from registry.webhooks import Dispatcher
 
 DESCRIPTION = """Versioned registry and deployment manager for WAN 2.2 LoRA adapters.
 
@@ -45,6 +46,18 @@ class FreshAfterWrites:
             await send(message)
 
         await self.app(scope, receive, send_then_invalidate)
+
+
+def bootstrap(settings: Settings) -> TokenCreated | None:
+    """Before the server's first start: the schema, and the first admin with a token for every project
+    (returned once; ``None`` when there are users already)."""
+    wl = Wanlora.from_settings(settings)
+    try:
+        wl.db.ensure_schema()
+        with wl.accounts() as accounts:
+            return accounts.bootstrap_admin()
+    finally:
+        wl.close()
 
 
 def create_app(

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from bench_registry import BIG_BASE, timed_child, write_big_lora  # noqa: E402
 
-from registry.synth import synth_lora  # noqa: E402
+from registry.files.synth import synth_lora  # noqa: E402
 
 WANLORA = str(Path(sys.executable).with_name("wanlora"))
 GNU_TIME = shutil.which("time") or "/usr/bin/time"

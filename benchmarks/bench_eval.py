@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from evaluator.generate import GenerationSettings, Generator  # noqa: E402
 from evaluator.prompts import production_prompts  # noqa: E402
-from registry.synth import synth_lora  # noqa: E402
+from registry.files.synth import synth_lora  # noqa: E402
 
 STRENGTHS = (0.5, 0.7, 0.9, 1.0)
 

@@ -31,11 +31,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from registry.app import RegisterRequest, Wanlora  # noqa: E402
-from registry.db import Database  # noqa: E402
-from registry.storage import LocalStore  # noqa: E402
-from registry.sync import sync_comfyui  # noqa: E402
-from registry.synth import synth_lora  # noqa: E402
+from registry.backends.local import Wanlora  # noqa: E402
+from registry.blobs.local import LocalStore  # noqa: E402
+from registry.db.engine import Database  # noqa: E402
+from registry.domain.register import RegisterRequest  # noqa: E402
+from registry.files.synth import synth_lora  # noqa: E402
+from registry.sync.comfyui import sync_comfyui  # noqa: E402
 
 BIG_BASE = "wan2.1-t2v-14b"  # one file per version, 14B shapes
 
@@ -63,10 +64,11 @@ CHILD = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from registry.app import RegisterRequest, Wanlora
-    from registry.db import Database
-    from registry.storage import LocalStore
-    from registry.sync import sync_comfyui
+    from registry.domain.register import RegisterRequest
+    from registry.backends.local import Wanlora
+    from registry.db.engine import Database
+    from registry.blobs.local import LocalStore
+    from registry.sync.comfyui import sync_comfyui
     mode, db_url, store_dir, arg, version = sys.argv[1:6]
     wl = Wanlora(db=Database(db_url), store=LocalStore(Path(store_dir)), actor="bench")
     if mode == "register":
@@ -130,7 +132,7 @@ def bench_big_file(work: Path, size_gb: float, repeats: int) -> dict[str, float]
         sync_runs.append(timed_child([*py, "sync", db_url, str(store), str(comfy), ""], env))
         shutil.rmtree(comfy)
     sync_t, sync_rss = min(r[0] for r in sync_runs), max(r[1] for r in sync_runs)
-    _, idle_rss = timed_child([sys.executable, "-c", "import registry.app, registry.sync"], env)
+    _, idle_rss = timed_child([sys.executable, "-c", "import registry.backends.local, registry.sync.comfyui"], env)
     ref = cp_t + sha_t
     return {
         "file_mb": size / 2**20,

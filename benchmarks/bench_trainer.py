@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from registry.wan import BASE_MODELS  # noqa: E402
+from registry.domain.wan import BASE_MODELS  # noqa: E402
 from trainer.cache import build_cache, load_pixels  # noqa: E402
 from trainer.config import load_config  # noqa: E402
 from trainer.dataset import check_dataset  # noqa: E402

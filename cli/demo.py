@@ -10,13 +10,12 @@ from pathlib import Path
 from rich.rule import Rule
 
 from cli import render
-from registry.synth import synth_lora
-from registry.wan import KeyFormat
+from cli.app import app
+from registry.domain.wan import KeyFormat
+from registry.files.synth import synth_lora
 
 
 def _run(*args: str) -> None:
-    from cli.main import app
-
     render.console.print(f"\n[bold cyan]$ wanlora {shlex.join(args)}[/]")
     app(list(args), standalone_mode=False)
 

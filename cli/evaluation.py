@@ -1,5 +1,5 @@
 """`wanlora eval`, `trial`, `report`, `pick`, `metrics`, `review` and `policy`: the three-phase
-evaluation, the production trial and the monitoring. Registered on the main app by ``cli.main``."""
+evaluation, the production trial and the monitoring. Registered on the app when ``cli.main`` imports it."""
 
 from __future__ import annotations
 
@@ -11,28 +11,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from cli import render
-from cli.main import (
+from cli.app import (
+    Group,
     JsonOpt,
     ProjectOpt,
     ReasonOpt,
-    _Group,
-    _open,
-    _project,
-    _split_ref,
     app,
+    backend,
     hub_offline,
+    project_of,
+    split_ref,
     train_extra_missing,
 )
-from registry.errors import InvalidInput
-from registry.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
+from registry.domain.errors import InvalidInput
+from registry.domain.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
 
 eval_app = typer.Typer(
-    cls=_Group, help="Phases 1 and 2: technical validation and quality assessment.", no_args_is_help=True
+    cls=Group, help="Phases 1 and 2: technical validation and quality assessment.", no_args_is_help=True
 )
-trial_app = typer.Typer(
-    cls=_Group, help="Phase 3: a candidate on a sticky share of ComfyUI jobs.", no_args_is_help=True
-)
-policy_app = typer.Typer(cls=_Group, help="The evaluation policy (phases required, thresholds).", no_args_is_help=True)
+trial_app = typer.Typer(cls=Group, help="Phase 3: a candidate on a sticky share of ComfyUI jobs.", no_args_is_help=True)
+policy_app = typer.Typer(cls=Group, help="The evaluation policy (phases required, thresholds).", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 app.add_typer(trial_app, name="trial")
 app.add_typer(policy_app, name="policy")
@@ -64,12 +62,12 @@ def _evaluate(phases: list[str], refs: str | list[str], project: str | None, as_
     columns = (TextColumn("[bold]{task.description}[/]"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip
     summaries = []
-    with _open() as wl:
+    with backend() as wl:
         generator = None  # one base model (and its cached outputs) for every version evaluated
         for ref in [refs] if isinstance(refs, str) else refs:
-            name, version = _split_ref(ref)
+            name, version = split_ref(ref)
             req = EvalRequest(
-                project=_project(wl, project), lora=name, version=version, files=files, generator=generator, **kw
+                project=project_of(wl, project), lora=name, version=version, files=files, generator=generator, **kw
             )
             with Progress(*columns, console=render.err_console, transient=True) as bar:
                 tasks: dict[str, Any] = {}
@@ -161,9 +159,9 @@ def gate_table(gate: GateStatus) -> Table:
 @eval_app.command("status")
 def eval_status(ref: RefArg, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """Which phases passed for this version's files, and whether it may be promoted."""
-    name, version = _split_ref(ref)
-    with _open() as wl:
-        proj = _project(wl, project)
+    name, version = split_ref(ref)
+    with backend() as wl:
+        proj = project_of(wl, project)
         if version is None:
             with wl.registry(write=False) as reg:
                 version = reg.get_version(project=proj, name=name).version
@@ -208,11 +206,11 @@ def trial_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a testing version to a sticky share of jobs (admin); phases 1 and 2 must have passed."""
-    name, version = _split_ref(ref)
+    name, version = split_ref(ref)
     if version is None:
         raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION")
-    with _open() as wl, wl.evaluation() as ev:
-        trial = ev.start_trial(project=_project(wl, project), name=name, version=version, share=share, reason=reason)
+    with backend() as wl, wl.evaluation() as ev:
+        trial = ev.start_trial(project=project_of(wl, project), name=name, version=version, share=share, reason=reason)
     render.emit_json(trial) if as_json else render.console.print(trial_view(trial))
 
 
@@ -221,8 +219,8 @@ def trial_status(
     name: Annotated[str, typer.Argument(help="LoRA name.")], project: ProjectOpt = None, as_json: JsonOpt = False
 ) -> None:
     """The running (or last) trial, judged now: it passes after its minimum reports and duration."""
-    with _open() as wl, wl.evaluation() as ev:
-        trial = ev.trial(project=_project(wl, project), name=name)
+    with backend() as wl, wl.evaluation() as ev:
+        trial = ev.trial(project=project_of(wl, project), name=name)
     render.emit_json(trial) if as_json else render.console.print(trial_view(trial))
 
 
@@ -234,8 +232,8 @@ def trial_stop(
     as_json: JsonOpt = False,
 ) -> None:
     """End the running trial by hand (admin)."""
-    with _open() as wl, wl.evaluation() as ev:
-        trial = ev.stop_trial(project=_project(wl, project), name=name, reason=reason)
+    with backend() as wl, wl.evaluation() as ev:
+        trial = ev.stop_trial(project=project_of(wl, project), name=name, reason=reason)
     render.emit_json(trial) if as_json else render.console.print(trial_view(trial))
 
 
@@ -252,12 +250,12 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """A ComfyUI host reports one job's outcome; a running trial is judged again at once."""
-    name, version = _split_ref(ref)
+    name, version = split_ref(ref)
     if version is None:
         raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION: the version the job used")
     outcome = ReportIn(job_id=job, success=success, rating=rating, seconds=seconds, client_id=client_id, error=error)
-    with _open() as wl, wl.evaluation() as ev:
-        trial = ev.report(project=_project(wl, project), name=name, version=version, outcome=outcome)
+    with backend() as wl, wl.evaluation() as ev:
+        trial = ev.report(project=project_of(wl, project), name=name, version=version, outcome=outcome)
     if as_json:
         render.emit_json({"recorded": True, "trial": trial.model_dump(mode="json") if trial else None})
         return
@@ -274,8 +272,8 @@ def pick(
     as_json: JsonOpt = False,
 ) -> None:
     """Which version a job gets: a running trial's candidate for its share of ids, else the current one."""
-    with _open() as wl, wl.evaluation(write=False) as ev:
-        chosen = ev.pick(project=_project(wl, project), name=name, key=job)
+    with backend() as wl, wl.evaluation(write=False) as ev:
+        chosen = ev.pick(project=project_of(wl, project), name=name, key=job)
     if as_json:
         render.emit_json(chosen)
     else:
@@ -291,8 +289,8 @@ def metrics(
     as_json: JsonOpt = False,
 ) -> None:
     """Per version: jobs reported, error rate, rating and generation time over the last --days."""
-    with _open() as wl, wl.evaluation(write=False) as ev:
-        rows = ev.metrics(project=_project(wl, project), name=name, days=days)
+    with backend() as wl, wl.evaluation(write=False) as ev:
+        rows = ev.metrics(project=project_of(wl, project), name=name, days=days)
     if as_json:
         render.emit_json(rows)
         return
@@ -307,7 +305,7 @@ def metrics(
 @app.command()
 def review(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The monthly review: current versions whose metrics drifted or that should be retrained."""
-    with _open() as wl, wl.evaluation(write=False) as ev:
+    with backend() as wl, wl.evaluation(write=False) as ev:
         items = ev.review(project=project)
     if as_json:
         render.emit_json(items)
@@ -329,12 +327,12 @@ def review(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 @policy_app.command("show")
 def policy_show(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     """The effective policy of a project: required phases and every threshold."""
-    with _open() as wl, wl.evaluation(write=False) as ev:
-        policy = ev.policy_for(project=_project(wl, project))
+    with backend() as wl, wl.evaluation(write=False) as ev:
+        policy = ev.policy_for(project=project_of(wl, project))
     if as_json:
         render.emit_json(policy)
         return
-    table = Table(title=f"evaluation policy · {_project(wl, project)}", show_header=False)
+    table = Table(title=f"evaluation policy · {project_of(wl, project)}", show_header=False)
     table.add_row("require", ", ".join(policy["require"]) or "[yellow]nothing[/] (no gate)")
     for section in ("technical", "quality", "trial", "review"):
         for key, value in policy[section].items():

@@ -12,8 +12,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.tree import Tree
 
-from registry.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
-from registry.sync import SyncReport
+from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+from registry.sync.comfyui import SyncReport
 
 console = Console()
 err_console = Console(stderr=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from registry.wan import BASE_MODELS, EXPERT_BOUNDARY
+from registry.domain.wan import BASE_MODELS, EXPERT_BOUNDARY
 from trainer.models import Models, load_base_models, pad_text, place
 
 __all__ = ["GenerationSettings", "Generator"]

@@ -7,7 +7,7 @@ import itertools
 import random
 from pathlib import Path
 
-from registry.errors import InvalidInput
+from registry.domain.errors import InvalidInput
 
 __all__ = ["load_prompts", "production_prompts"]
 

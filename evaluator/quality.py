@@ -19,7 +19,7 @@ import torch
 from evaluator.generate import Generator
 from evaluator.scorer import Scorer, consistency, flexibility, style_adherence
 from evaluator.technical import Check, PhaseResult
-from registry.policy import QualityPolicy
+from registry.domain.policy import QualityPolicy
 
 __all__ = ["run_quality"]
 

@@ -21,11 +21,13 @@ from evaluator.prompts import load_prompts, production_prompts
 from evaluator.quality import run_quality
 from evaluator.scorer import ClipScorer, Scorer
 from evaluator.technical import PhaseResult, check_structure, run_technical
-from registry.errors import InvalidInput, WanloraError
-from registry.eval_schemas import EvaluationIn
-from registry.evaluation import files_digest
-from registry.policy import ProjectPolicy
-from registry.schemas import VersionPublic
+from registry.backends.contract import Backend
+from registry.blobs.base import ArtifactSource
+from registry.domain.digests import file_sha256, files_digest
+from registry.domain.errors import InvalidInput, WanloraError
+from registry.domain.eval_schemas import EvaluationIn
+from registry.domain.policy import ProjectPolicy
+from registry.domain.schemas import VersionPublic
 
 __all__ = ["EvalRequest", "evaluate"]
 
@@ -54,7 +56,7 @@ class EvalRequest:
     results: dict[str, PhaseResult] = field(default_factory=dict)
 
 
-def _fetch(store: Any, version: VersionPublic, folder: Path) -> dict[str, Path]:
+def _fetch(store: ArtifactSource, version: VersionPublic, folder: Path) -> dict[str, Path]:
     """The version's files, streamed from the store and verified against their sha256."""
     folder.mkdir(parents=True, exist_ok=True)
     out = {}
@@ -101,7 +103,7 @@ def _references(folder: Path, limit: int = 32) -> list[np.ndarray]:
     return images
 
 
-def evaluate(backend: Any, req: EvalRequest, phases: list[str], progress: Progress | None = None) -> dict[str, Any]:
+def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Progress | None = None) -> dict[str, Any]:
     """Run ``phases`` ("technical", "quality") and, for a registered version, record each result."""
     previous: VersionPublic | None = None
     previous_files: dict[str, Path] | None = None
@@ -191,8 +193,6 @@ def _default_scorer(req: EvalRequest) -> Scorer:
 def _shas(version: VersionPublic | None, files: dict[str, Path]) -> list[tuple[str, str]]:
     if version is not None:
         return [(f.role.value, f.sha256) for f in version.files]
-    from registry.storage import file_sha256
-
     return [(role, file_sha256(path)) for role, path in files.items()]
 
 

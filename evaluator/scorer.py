@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from registry.errors import InvalidInput
+from registry.domain.errors import InvalidInput
 
 __all__ = ["ClipScorer", "Scorer", "consistency", "flexibility", "style_adherence"]
 

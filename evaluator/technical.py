@@ -17,10 +17,10 @@ from typing import Any
 import torch
 
 from evaluator.generate import Generator
-from registry.errors import WanloraError
-from registry.ingest import inspect_lora, nonfinite_tensors
-from registry.policy import TechnicalPolicy
-from registry.wan import BASE_MODELS
+from registry.domain.errors import WanloraError
+from registry.domain.policy import TechnicalPolicy
+from registry.domain.wan import BASE_MODELS
+from registry.files.ingest import inspect_lora, nonfinite_tensors
 
 __all__ = ["Check", "PhaseResult", "check_structure", "run_technical"]
 

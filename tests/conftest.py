@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from registry.app import Wanlora
-from registry.db import Database
-from registry.policy import Policy
-from registry.s3 import S3Store
-from registry.storage import LocalStore
+from registry.backends.local import Wanlora
+from registry.blobs.local import LocalStore
+from registry.blobs.s3 import S3Store
+from registry.db.engine import Database
+from registry.domain.policy import Policy
 
 # Nothing may download at run time: hub libraries go offline before they are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

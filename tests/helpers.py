@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from registry.app import RegisterRequest, Wanlora
-from registry.schemas import VersionPublic
-from registry.synth import synth_lora
+from registry.backends.local import Wanlora
+from registry.domain.register import RegisterRequest
+from registry.domain.schemas import VersionPublic
+from registry.files.synth import synth_lora
 
 SINGLE = "wan2.2-ti2v-5b"  # one expert: one file per version
 PAIR = "wan2.2-t2v-a14b"  # two experts: a high/low-noise pair per version

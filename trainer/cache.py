@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from registry.storage import file_sha256
+from registry.domain.digests import file_sha256
 from trainer.dataset import Sample
 from trainer.models import Models
 

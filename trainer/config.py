@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from registry.errors import InvalidInput
-from registry.wan import BASE_MODELS
+from registry.domain.errors import InvalidInput
+from registry.domain.wan import BASE_MODELS
 from trainer.presets import GOALS, preset_for
 
 if sys.version_info >= (3, 11):

@@ -1,7 +1,7 @@
 """Dataset check: the guide's layout (``images/`` or ``videos/`` + ``captions/``, one ``.txt`` per file,
 same stem), every sample opened and measured, every problem named, a summary and the dataset hash.
 
-The hash is the registry's fingerprint (``registry.dataset``): order-independent, and it changes with
+The hash is the registry's fingerprint (``registry.files.dataset``): order-independent, and it changes with
 any byte of any image, video or caption.
 """
 
@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from registry.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, dataset_fingerprint
-from registry.errors import InvalidInput
+from registry.domain.errors import InvalidInput
+from registry.files.dataset import IMAGE_SUFFIXES, VIDEO_SUFFIXES, dataset_fingerprint
 
 __all__ = ["DatasetReport", "Sample", "check_dataset"]
 

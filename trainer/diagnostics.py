@@ -11,10 +11,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from trainer.train import RunResult
+from trainer.run import RunResult
 
 __all__ = ["Finding", "diagnose", "plot_losses"]
 

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from registry.wan import LoraPart, canonical_key, parse_key
+from registry.domain.wan import LoraPart, canonical_key, parse_key
 from trainer.config import TrainConfig
 
 __all__ = ["adapter_state", "save_canonical_lora", "training_metadata"]

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from registry.errors import InvalidInput
-from registry.wan import BASE_MODELS
+from registry.domain.errors import InvalidInput
+from registry.domain.wan import BASE_MODELS
 from trainer.config import TrainConfig
 
 __all__ = ["Models", "Tokenize", "build_tiny_transformer", "load_base_models", "load_models", "pad_text", "place"]

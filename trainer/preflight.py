@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from registry.wan import BASE_MODELS, BaseModel
+from registry.domain.wan import BASE_MODELS, BaseModel
 from trainer.config import TrainConfig
 
 __all__ = ["Estimate", "estimate", "remedies"]

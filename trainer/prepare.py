@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from registry.errors import InvalidInput
+from registry.domain.errors import InvalidInput
 from trainer.cache import square
 from trainer.dataset import Sample, check_dataset
 

@@ -3,7 +3,7 @@
 By default the checkpoints from 50% of training on are registered (where the guide finds the best one
 usually lies), as pre-releases of the LoRA's next minor version (``1.3.0-step.400``), each with the
 hyperparameters, the dataset hash and summary, the loss curve, the diagnostics and a changelog against
-the previous version. It works through either registry client: the embedded one or a server's.
+the previous version. It works through either backend (``registry.backends.contract``): the embedded one or a server's.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from typing import Any
 
 import semver
 
-from registry.app import RegisterRequest, Wanlora
-from registry.client import RemoteWanlora
-from registry.schemas import VersionPublic
-from trainer.train import Checkpoint, RunResult
+from registry.backends.contract import Backend
+from registry.domain.register import RegisterRequest
+from registry.domain.schemas import VersionPublic
+from trainer.run import Checkpoint, RunResult
 
 __all__ = ["choose_checkpoints", "register_run"]
 
@@ -93,9 +93,7 @@ def _changelog(run: RunResult, checkpoint: Checkpoint, previous: VersionPublic |
     )
 
 
-def register_run(
-    run: RunResult, backend: Wanlora | RemoteWanlora, *, project: str | None = None
-) -> list[VersionPublic]:
+def register_run(run: RunResult, backend: Backend, *, project: str | None = None) -> list[VersionPublic]:
     """Register the chosen checkpoints as testing versions; returns them, oldest step first."""
     c = run.config
     project = project or c.project

@@ -21,7 +21,6 @@ import math
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -29,43 +28,20 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from registry.errors import InvalidInput
-from registry.wan import BASE_MODELS, EXPERT_BOUNDARY
+from registry.domain.errors import InvalidInput
+from registry.domain.wan import BASE_MODELS, EXPERT_BOUNDARY
 from trainer.cache import CachedSample, build_cache
 from trainer.config import TrainConfig
-from trainer.dataset import DatasetReport, check_dataset
+from trainer.dataset import check_dataset
+from trainer.diagnostics import diagnose, plot_losses
 from trainer.export import adapter_state, save_canonical_lora, training_metadata
 from trainer.models import Models, load_models, pad_text, place
+from trainer.run import Checkpoint, RunResult
 
-__all__ = ["Checkpoint", "RunResult", "train"]
+__all__ = ["Checkpoint", "RunResult", "train"]  # the results are defined in trainer.run
 
 Progress = Callable[[int, int, float, float], None]  # step, total, loss, lr
 BUCKETS = (0.125, 0.375, 0.625, 0.875)  # validation sigmas: one per quarter of the noise range
-
-
-@dataclass
-class Checkpoint:
-    step: int
-    path: Path
-    files: dict[str, Path]
-    train_loss: float
-    val_loss: dict[str, float]
-
-
-@dataclass
-class RunResult:
-    config: TrainConfig
-    run_dir: Path
-    dataset: DatasetReport
-    total_steps: int
-    losses: list[float] = field(default_factory=list)
-    lrs: list[float] = field(default_factory=list)
-    checkpoints: list[Checkpoint] = field(default_factory=list)
-    diagnostics: list[Any] = field(default_factory=list)
-    plot: Path | None = None
-    seconds: float = 0.0
-    processes: int = 1
-    is_main: bool = True  # False in the other processes of a multi-process run: they write nothing
 
 
 def _sigmas(config: TrainConfig, n: int, generator: torch.Generator, low: float, high: float) -> torch.Tensor:
@@ -347,8 +323,6 @@ def train(
             accelerator.wait_for_everyone()
     run.seconds = time.perf_counter() - clock
     if main:
-        from trainer.diagnostics import diagnose, plot_losses
-
         run.diagnostics = diagnose(run)
         run.plot = plot_losses(run, run_dir / "loss.png")
     accelerator.wait_for_everyone()

@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, IdPath, StateDep
 from api.errors import ERROR_RESPONSES
-from registry.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)
 

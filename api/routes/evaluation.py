@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep
 from api.errors import ERROR_RESPONSES
-from registry.eval_schemas import (
+from registry.domain.eval_schemas import (
     EvaluationIn,
     EvaluationPublic,
     GateStatus,

@@ -15,11 +15,12 @@ from starlette.concurrency import run_in_threadpool
 
 from api.deps import CallerDep, ServerState, StateDep
 from api.errors import ERROR_RESPONSES, error_response
-from registry.app import Wanlora
-from registry.auth import Action
-from registry.errors import InvalidInput, NotFound
-from registry.schemas import SyncTarget, check_name
-from registry.storage import CHUNK, LocalStore
+from registry.backends.local import Wanlora
+from registry.blobs.base import CHUNK
+from registry.blobs.local import LocalStore
+from registry.domain.access import Action
+from registry.domain.errors import InvalidInput, NotFound
+from registry.domain.schemas import SyncTarget, check_name
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
 from fastapi.responses import PlainTextResponse
@@ -11,9 +11,8 @@ from pydantic import BaseModel, Field
 from api.deps import CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
 from api.routes.files import upload_path
-from registry.app import RegisterRequest
-from registry.notes import training_notes
-from registry.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+from registry.domain.register import RegisterRequest, VersionFields
+from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["loras"], responses=ERROR_RESPONSES)
 
@@ -26,24 +25,11 @@ class LoraCreate(BaseModel):
     description: str = ""
 
 
-class VersionCreate(BaseModel):
+class VersionCreate(VersionFields):
     """Register uploaded files (see POST /api/v1/uploads) as a new testing version."""
 
-    version: str | None = Field(default=None, examples=["1.2.0"], description="Explicit semver, or use bump.")
-    bump: str | None = Field(default=None, examples=["minor"], description="major, minor or patch.")
-    changelog: str = Field(examples=["Added 100 new expressions"])
     file: str = Field(description="Upload id of the file (the high-noise expert for A14B).", examples=["u_3f2a…"])
     low_noise: str | None = Field(default=None, description="Upload id of the low-noise expert (A14B).")
-    hyperparameters: dict[str, Any] = Field(default_factory=dict, examples=[{"learning_rate": 1.2e-4, "rank": 64}])
-    from_metadata: bool = False
-    dataset_hash: str | None = None
-    dataset_summary: dict[str, Any] | None = Field(default=None, examples=[{"samples": 350, "kind": "images"}])
-    scores: dict[str, float] = Field(default_factory=dict, examples=[{"consistency": 9.2}])
-    known_issues: str = ""
-    parent: str | None = None
-    category: str | None = Field(default=None, description="Creates the LoRA on its first version.")
-    base_model: str | None = Field(default=None, description="Creates the LoRA on its first version.")
-    trigger_words: list[str] = Field(default_factory=list)
 
 
 class Reason(BaseModel):
@@ -108,19 +94,7 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 lora=name,
                 file=paths[0],
                 low_noise=paths[1] if len(paths) > 1 else None,
-                changelog=body.changelog,
-                version=body.version,
-                bump=body.bump,
-                hyperparameters=body.hyperparameters,
-                from_metadata=body.from_metadata,
-                dataset_hash=body.dataset_hash,
-                dataset_summary=body.dataset_summary,
-                scores=body.scores,
-                known_issues=body.known_issues,
-                parent=body.parent,
-                category=body.category,
-                base_model=body.base_model,
-                trigger_words=tuple(body.trigger_words),
+                **body.fields(),
             )
         )
     finally:
@@ -191,5 +165,5 @@ def diff(project: str, name: str, old: str, new: str, caller: CallerDep) -> Vers
 )
 def notes(project: str, name: str, caller: CallerDep) -> PlainTextResponse:
     with caller.registry(write=False) as reg:
-        text = training_notes(reg.get_lora(project=project, name=name))
+        text = reg.notes(project=project, name=name)
     return PlainTextResponse(text, media_type="text/markdown")

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, IdPath, IdQuery
 from api.errors import ERROR_RESPONSES
-from registry.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from registry.app import Wanlora
+from registry.backends.local import Wanlora
 from registry.settings import Settings
 from tests.helpers import register
 

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from api import create_app
-from registry.app import Wanlora
+from registry.backends.local import Wanlora
 from registry.settings import Settings
 from tests.conftest import BACKENDS
 from tests.helpers import make, register

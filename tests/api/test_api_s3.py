@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api import create_app
-from registry.app import Wanlora
-from registry.db import Database
+from registry.backends.local import Wanlora
+from registry.db.engine import Database
 from registry.settings import Settings
 from tests.conftest import NO_GATE, make_s3
 from tests.helpers import make

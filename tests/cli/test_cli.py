@@ -118,7 +118,7 @@ def test_inspect_and_lora_create(env: Path) -> None:
 
 
 def test_db_commands(env: Path) -> None:
-    from registry.db import Database
+    from registry.db.engine import Database
 
     head = Database("sqlite://").head_revision()
     assert f"upgraded: empty → {head}" in run("db", "upgrade")

@@ -167,7 +167,7 @@ def test_evaluation_and_a_trial_through_the_server(
     """eval (the GPU box: fetches the files over HTTP, records with a trainer token), a trial, a
     production host's reports and the gate, all through --server."""
     pytest.importorskip("diffusers")
-    from registry.synth import synth_lora
+    from registry.files.synth import synth_lora
 
     f = synth_lora(tmp_path / "t.safetensors", base_model="wan-tiny", fmt="canonical", dtype="F32", scale=0.3)
     run("register", str(f), "--lora", "tiny", "-p", "lab", "--category", "style", "--base-model", "wan-tiny",

@@ -11,11 +11,11 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 
-from registry.app import Wanlora  # noqa: E402
-from registry.db import Database  # noqa: E402
-from registry.policy import Policy  # noqa: E402
-from registry.storage import LocalStore  # noqa: E402
-from registry.synth import synth_lora  # noqa: E402
+from registry.backends.local import Wanlora  # noqa: E402
+from registry.blobs.local import LocalStore  # noqa: E402
+from registry.db.engine import Database  # noqa: E402
+from registry.domain.policy import Policy  # noqa: E402
+from registry.files.synth import synth_lora  # noqa: E402
 from tests.helpers import register  # noqa: E402
 
 pytestmark = pytest.mark.gate

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from sqlalchemy import text
 
-from registry.accounts import parse_duration
-from registry.app import Wanlora
-from registry.auth import Principal
-from registry.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
+from registry.backends.local import Wanlora
+from registry.domain.access import Principal
+from registry.domain.accounts import parse_duration
+from registry.domain.errors import InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from tests.conftest import BACKENDS
 from tests.helpers import make, register
 

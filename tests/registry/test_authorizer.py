@@ -1,6 +1,7 @@
 """The casbin enforcer on its own: the policy file, domains, and no stale role links."""
 
-from registry.auth import Action, Authorizer, Principal
+from registry.domain.access import Action, Principal
+from registry.services.access import Authorizer
 
 
 def test_same_token_id_in_two_databases_keeps_its_own_role() -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from registry.app import Wanlora
-from registry.errors import Conflict
+from registry.backends.local import Wanlora
+from registry.domain.errors import Conflict
 from tests.conftest import BACKENDS
 from tests.helpers import make, register
 

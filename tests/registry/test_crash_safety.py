@@ -10,10 +10,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from registry.app import Wanlora
-from registry.db import Database
-from registry.storage import LocalStore
-from registry.sync import TMP_PREFIX
+from registry.backends.local import Wanlora
+from registry.blobs.local import LocalStore
+from registry.db.engine import Database
+from registry.sync.comfyui import TMP_PREFIX
 from tests.helpers import make, register
 
 # Big enough for several chunks: 30 blocks x 4 modules x 2 matrices of 3072x64 fp16 = 94 MB.
@@ -23,10 +23,11 @@ CHILD = textwrap.dedent(
     """
     import os, sys, time
     from pathlib import Path
-    from registry.app import RegisterRequest, Wanlora
-    from registry.db import Database
-    from registry.storage import LocalStore
-    from registry.sync import sync_comfyui
+    from registry.domain.register import RegisterRequest
+    from registry.backends.local import Wanlora
+    from registry.db.engine import Database
+    from registry.blobs.local import LocalStore
+    from registry.sync.comfyui import sync_comfyui
 
     db_url, store_dir, mode, arg = sys.argv[1:5]
     wl = Wanlora(db=Database(db_url), store=LocalStore(Path(store_dir)), actor="child")
@@ -86,7 +87,7 @@ def test_sync_killed_mid_copy_leaves_old_or_new_file(
     new = register(wl, tmp_path, version="1.1.0", seed=2, file=make(tmp_path, "new", seed=2, **BIG))
     with wl.registry() as reg:
         reg.promote(project="default", name="sarah", version="1.0.0")
-    from registry.sync import sync_comfyui
+    from registry.sync.comfyui import sync_comfyui
 
     with wl.registry(write=False) as reg:
         sync_comfyui(reg.current_targets(), store, comfy)

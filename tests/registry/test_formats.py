@@ -9,10 +9,10 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from registry.ingest import ingest_lora, inspect_lora
-from registry.storage import LocalStore
-from registry.synth import synth_lora
-from registry.wan import BASE_MODELS, KeyFormat, LoraPart, parse_key
+from registry.blobs.local import LocalStore
+from registry.domain.wan import BASE_MODELS, KeyFormat, LoraPart, parse_key
+from registry.files.ingest import ingest_lora, inspect_lora
+from registry.files.synth import synth_lora
 
 
 @pytest.mark.parametrize(

@@ -9,15 +9,15 @@ from pathlib import Path
 import pytest
 from sqlmodel import select
 
-from registry.app import Wanlora
-from registry.auth import Principal
-from registry.db import Database
-from registry.errors import AlreadyExists, Conflict, GateRefused, InvalidInput, NotFound, PermissionDenied
-from registry.eval_schemas import EvaluationIn, ReportIn
-from registry.evaluation import canary
-from registry.models import Trial
-from registry.policy import Policy, load_policy
-from registry.storage import LocalStore
+from registry.backends.local import Wanlora
+from registry.blobs.local import LocalStore
+from registry.db.engine import Database
+from registry.db.tables import Trial
+from registry.domain.access import Principal
+from registry.domain.digests import canary
+from registry.domain.errors import AlreadyExists, Conflict, GateRefused, InvalidInput, NotFound, PermissionDenied
+from registry.domain.eval_schemas import EvaluationIn, ReportIn
+from registry.domain.policy import Policy, load_policy
 from tests.conftest import BACKENDS
 from tests.helpers import register
 
@@ -228,7 +228,7 @@ def test_policy_file_per_project_and_its_errors(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
 def test_review_flags_drift_and_retraining(db: Database, store: LocalStore, tmp_path: Path) -> None:
-    from registry.models import TrialReport, Version
+    from registry.db.tables import TrialReport, Version
 
     wl = Wanlora(db=db, store=store, actor="t", policy=Policy({"require": [], "review": {"min_reports": 5}}))
     register(wl, tmp_path, version="1.0.0")

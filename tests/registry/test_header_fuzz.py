@@ -10,8 +10,8 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry.errors import InvalidFile
-from registry.ingest import Inspection, inspect_lora
+from registry.domain.errors import InvalidFile
+from registry.files.ingest import Inspection, inspect_lora
 
 
 def outcome(path: Path) -> Inspection | None:

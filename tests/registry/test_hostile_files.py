@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.app import Wanlora
-from registry.errors import InvalidFile, InvalidInput
-from registry.safetensors_io import build_header
+from registry.backends.local import Wanlora
+from registry.domain.errors import InvalidFile, InvalidInput
+from registry.files.safetensors_io import build_header
 from tests.conftest import stored_objects
 from tests.helpers import make, register
 
@@ -114,7 +114,7 @@ def _rewrite(path: Path, entries: list[tuple[str, str, tuple[int, ...]]]) -> Pat
 
 
 def _drop(path: Path, suffix: str) -> Path:
-    from registry.safetensors_io import read_header
+    from registry.files.safetensors_io import read_header
 
     with open(path, "rb") as fh:
         h = read_header(fh, path.stat().st_size)

@@ -9,9 +9,10 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.exc import IntegrityError as SAIntegrityError
 
-from registry.app import RegisterRequest, Wanlora
-from registry.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from registry.notes import training_notes
+from registry.backends.local import Wanlora
+from registry.domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
+from registry.domain.notes import training_notes
+from registry.domain.register import RegisterRequest
 from tests.conftest import BACKENDS
 from tests.helpers import PAIR, make, register
 

@@ -8,9 +8,9 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import text
 from sqlmodel import SQLModel
 
-import registry.models  # noqa: F401 - tables on the metadata
-from registry.db import Database
-from registry.errors import SchemaOutdated
+import registry.db.tables  # noqa: F401 - registers the tables on SQLModel.metadata
+from registry.db.engine import Database
+from registry.domain.errors import SchemaOutdated
 from tests.conftest import BACKENDS
 
 pytestmark = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)

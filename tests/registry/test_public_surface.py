@@ -15,7 +15,7 @@ def test_registry_imports_no_framework() -> None:
     import sys
 
     code = (
-        "import sys, registry, registry.sync, registry.notes, registry.synth; "
+        "import sys, registry, registry.sync.comfyui, registry.domain.notes, registry.files.synth; "
         "bad = [m for m in ('fastapi', 'typer', 'torch', 'diffusers', 'peft') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )

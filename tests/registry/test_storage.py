@@ -9,13 +9,16 @@ from pathlib import Path
 
 import pytest
 
-from registry.app import RegisterRequest, Wanlora
-from registry.db import Database
-from registry.errors import IntegrityError, InvalidInput, NotFound
-from registry.s3 import S3Store
-from registry.storage import ArtifactStore, LocalStore, open_store
-from registry.sync import sync_comfyui
-from registry.synth import synth_lora
+from registry.backends.local import Wanlora
+from registry.blobs.base import ArtifactStore
+from registry.blobs.factory import open_store
+from registry.blobs.local import LocalStore
+from registry.blobs.s3 import S3Store
+from registry.db.engine import Database
+from registry.domain.errors import IntegrityError, InvalidInput, NotFound
+from registry.domain.register import RegisterRequest
+from registry.files.synth import synth_lora
+from registry.sync.comfyui import sync_comfyui
 from tests.conftest import NO_GATE, make_s3
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from registry.app import Wanlora
-from registry.errors import InvalidInput
-from registry.sync import MANIFEST, SyncReport, loras_dir, sync_comfyui, watch_comfyui
+from registry.backends.local import Wanlora
+from registry.domain.errors import InvalidInput
+from registry.sync.comfyui import MANIFEST, SyncReport, loras_dir, sync_comfyui, watch_comfyui
 from tests.helpers import PAIR, make, register
 
 

@@ -15,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from registry.app import Wanlora
-from registry.errors import InvalidInput, NotFound, PermissionDenied
-from registry.models import WebhookDelivery, utcnow
-from registry.webhooks import Dispatcher, sign
+from registry.backends.local import Wanlora
+from registry.db.tables import WebhookDelivery
+from registry.domain.clock import utcnow
+from registry.domain.errors import InvalidInput, NotFound, PermissionDenied
+from registry.domain.webhooks import sign
+from registry.services.delivery import Dispatcher
 from tests.conftest import BACKENDS
 from tests.helpers import register
 

@@ -10,7 +10,7 @@ import pytest
 pytest.importorskip("PIL")
 pytest.importorskip("av")
 
-from registry.errors import InvalidInput
+from registry.domain.errors import InvalidInput
 from trainer.dataset import check_dataset
 from trainer.synthdata import make_image_dataset, make_video_dataset
 

@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("PIL")
 av = pytest.importorskip("av")
 
-from registry.errors import InvalidInput  # noqa: E402
+from registry.domain.errors import InvalidInput  # noqa: E402
 from trainer.dataset import check_dataset  # noqa: E402
 from trainer.prepare import prepare_dataset  # noqa: E402
 from trainer.synthdata import make_image_dataset, make_video_dataset  # noqa: E402

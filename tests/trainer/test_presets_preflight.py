@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.errors import InvalidInput
-from registry.wan import BASE_MODELS
+from registry.domain.errors import InvalidInput
+from registry.domain.wan import BASE_MODELS
 from trainer.config import load_config
 from trainer.preflight import estimate, remedies, step_flops, tokens
 from trainer.presets import GOALS, SWEEP, preset_for, size_ranges

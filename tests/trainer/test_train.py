@@ -10,9 +10,9 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("diffusers")
 pytest.importorskip("peft")
 
-from registry.errors import InvalidInput  # noqa: E402
-from registry.ingest import inspect_lora  # noqa: E402
-from registry.wan import BASE_MODELS  # noqa: E402
+from registry.domain.errors import InvalidInput  # noqa: E402
+from registry.domain.wan import BASE_MODELS  # noqa: E402
+from registry.files.ingest import inspect_lora  # noqa: E402
 from trainer.config import TrainConfig, load_config  # noqa: E402
 from trainer.models import build_tiny_transformer  # noqa: E402
 from trainer.synthdata import make_image_dataset, make_video_dataset  # noqa: E402
@@ -106,9 +106,9 @@ def test_bad_dataset_is_refused_before_anything_runs(tmp_path: Path) -> None:
 
 
 def test_candidates_are_registered_with_their_record(tmp_path: Path) -> None:
-    from registry.app import Wanlora
-    from registry.db import Database
-    from registry.storage import LocalStore
+    from registry.backends.local import Wanlora
+    from registry.blobs.local import LocalStore
+    from registry.db.engine import Database
     from trainer.register import register_run
 
     wl = Wanlora(db=Database(f"sqlite:///{tmp_path / 'r.db'}"), store=LocalStore(tmp_path / "store"), actor="t")
@@ -185,10 +185,10 @@ def test_training_video_clips_from_a_local_diffusers_folder_with_a_umt5_tokenize
 
 
 def test_sweep_trains_and_registers_the_guides_trio(tmp_path: Path) -> None:
-    from registry.app import Wanlora
-    from registry.db import Database
-    from registry.storage import LocalStore
-    from trainer.cli import run_training
+    from cli.train import run_training
+    from registry.backends.local import Wanlora
+    from registry.blobs.local import LocalStore
+    from registry.db.engine import Database
 
     wl = Wanlora(db=Database(f"sqlite:///{tmp_path / 'r.db'}"), store=LocalStore(tmp_path / "store"), actor="t")
     ds = make_image_dataset(tmp_path / "ds", count=10, size=32)

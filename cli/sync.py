@@ -1,0 +1,86 @@
+"""`wanlora sync`: the current versions into ComfyUI's LoRA folder, once or as they change."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from cli import render
+from cli.app import (
+    app,
+    backend,
+    byte_progress,
+)
+from registry.domain.errors import InvalidInput
+from registry.sync.comfyui import SyncReport, sync_comfyui, watch_comfyui
+
+# -- ComfyUI sync ----------------------------------------------------------------------------------
+
+
+@app.command()
+def sync(
+    comfyui: Annotated[Path, typer.Option("--comfyui", help="The ComfyUI folder.")],
+    project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
+    pin: Annotated[bool, typer.Option("--pin", help="Also keep NAME@VERSION files of current versions.")] = False,
+    check: Annotated[bool, typer.Option("--check", help="Report drift, change nothing (exit 1 on drift).")] = False,
+    verify: Annotated[bool, typer.Option("--verify", help="Hash every file instead of trusting size+mtime.")] = False,
+    watch: Annotated[bool, typer.Option("--watch", help="Keep running; apply promotions and rollbacks.")] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", help="Watch poll interval of the embedded database, seconds.")
+    ] = 0.2,
+    client_id: Annotated[
+        str | None,
+        typer.Option(
+            "--client-id",
+            envvar="WANLORA_CLIENT_ID",
+            help="This host's id: it then takes part in trials and gets a candidate for its sticky share.",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
+) -> None:
+    """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
+    if check and watch:
+        raise InvalidInput("--check and --watch do not go together")
+    with backend() as wl:
+        seen = {"id": 0}
+
+        def fetch() -> tuple[int, list[Any]]:
+            with wl.registry(write=False) as reg:
+                seen["id"] = reg.last_event_id()
+                return seen["id"], reg.current_targets(project=project, client=client_id)
+
+        def last_change() -> int:
+            # a long poll of the server's change feed, or the embedded log read every --interval
+            return wl.wait_for_change(seen["id"], poll=interval)
+
+        def show(report: SyncReport) -> None:
+            if as_json:
+                render.emit_json(report.as_dict(), lines=watch)
+                sys.stdout.flush()
+            else:
+                render.console.print(render.sync_summary(report))
+                if report.copied or report.removed or report.drift:
+                    render.console.print(render.drift_table(report))
+
+        def apply(targets: list[Any]) -> SyncReport:
+            with byte_progress(not (as_json or watch)) as progress:
+                return sync_comfyui(
+                    targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress
+                )
+
+        if watch:
+            render.err_console.print(f"watching the registry; syncing {comfyui} (Ctrl-C to stop)")
+            stop = threading.Event()
+            try:
+                watch_comfyui(fetch, last_change, apply, interval=0.0, stop=stop, on_sync=show)
+            except KeyboardInterrupt:
+                stop.set()
+            return
+        report = apply(fetch()[1])
+        show(report)
+        if check and report.drift:
+            raise typer.Exit(1)

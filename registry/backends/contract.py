@@ -1,0 +1,207 @@
+"""The backend contract: what the CLI, the trainer and the evaluator may ask of a registry.
+
+Two implementations: ``registry.backends.local.Wanlora`` (in-process: the services on a database and a
+store, the embedded default) and ``registry.backends.remote.RemoteWanlora`` (the same calls against a
+team server over HTTP, so a GPU box needs a token, not database credentials). ``open_backend``
+(``registry.backends``) chooses one from the settings; mypy proves that both satisfy this contract.
+
+Each ``registry()``, ``evaluation()``, ``accounts()`` and ``webhooks()`` is one unit of work: one
+transaction in-process, plain requests over HTTP. Every method returns ``registry.domain`` shapes and
+raises ``registry.domain.errors`` classes, whichever backend answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Protocol
+
+from registry.blobs.base import ArtifactSource
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
+from registry.domain.eval_schemas import (
+    EvaluationIn,
+    EvaluationPublic,
+    GateStatus,
+    Metrics,
+    Pick,
+    ReportIn,
+    ReviewItem,
+    TrialPublic,
+)
+from registry.domain.register import RegisterRequest
+from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
+from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+
+__all__ = [
+    "AccountOps",
+    "Backend",
+    "EvaluationOps",
+    "Progress",
+    "RegistryOps",
+    "SchemaStatus",
+    "WebhookOps",
+]
+
+Progress = Callable[[str, int, int], None]  # label, bytes done, bytes in all
+
+
+@dataclass(frozen=True)
+class SchemaStatus:
+    url: str  # without its password
+    current: str | None
+    head: str | None
+
+    @property
+    def up_to_date(self) -> bool:
+        return self.current == self.head
+
+
+class RegistryOps(Protocol):
+    """The catalogue and the lifecycle."""
+
+    def list_loras(
+        self, *, project: str | None = None, category: str | None = None, status: str | None = None
+    ) -> list[LoraSummary]: ...
+
+    def create_lora(
+        self,
+        *,
+        project: str,
+        name: str,
+        category: str,
+        base_model: str,
+        trigger_words: Iterable[str] = (),
+        description: str = "",
+    ) -> LoraPublic: ...
+
+    def get_lora(self, *, project: str, name: str) -> LoraPublic: ...
+
+    def find_lora(self, *, project: str, name: str) -> LoraPublic | None: ...
+
+    def get_version(self, *, project: str, name: str, version: str | None = None) -> VersionPublic: ...
+
+    def promote(
+        self, *, project: str, name: str, version: str, reason: str | None = None, override: bool = False
+    ) -> VersionPublic: ...
+
+    def rollback(self, *, project: str, name: str, reason: str | None = None) -> VersionPublic: ...
+
+    def deprecate(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic: ...
+
+    def annotate(
+        self,
+        *,
+        project: str,
+        name: str,
+        version: str,
+        scores: Mapping[str, float] | None = None,
+        known_issues: str | None = None,
+    ) -> VersionPublic: ...
+
+    def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]: ...
+
+    def diff(self, *, project: str, name: str, old: str, new: str) -> VersionDiff: ...
+
+    def notes(self, *, project: str, name: str) -> str: ...
+
+    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]: ...
+
+    def last_event_id(self) -> int: ...
+
+
+class EvaluationOps(Protocol):
+    """The three phases' evidence, trials, host reports and monitoring."""
+
+    def digest(self, *, project: str, name: str, version: str) -> str: ...
+
+    def record(self, *, project: str, name: str, version: str, result: EvaluationIn) -> EvaluationPublic: ...
+
+    def evaluations(self, *, project: str, name: str, version: str) -> list[EvaluationPublic]: ...
+
+    def gate(self, *, project: str, name: str, version: str) -> GateStatus: ...
+
+    def start_trial(
+        self, *, project: str, name: str, version: str, share: float | None = None, reason: str | None = None
+    ) -> TrialPublic: ...
+
+    def stop_trial(self, *, project: str, name: str, reason: str | None = None) -> TrialPublic: ...
+
+    def trial(self, *, project: str, name: str) -> TrialPublic: ...
+
+    def pick(self, *, project: str, name: str, key: str) -> Pick: ...
+
+    def report(self, *, project: str, name: str, version: str, outcome: ReportIn) -> TrialPublic | None: ...
+
+    def metrics(self, *, project: str, name: str, days: float = 30) -> list[Metrics]: ...
+
+    def review(self, *, project: str | None = None) -> list[ReviewItem]: ...
+
+    def policy_for(self, *, project: str) -> dict[str, Any]: ...
+
+
+class AccountOps(Protocol):
+    def add_user(self, *, name: str) -> UserPublic: ...
+
+    def list_users(self) -> list[UserPublic]: ...
+
+    def create_token(
+        self, *, user: str, project: str, role: str, expires_in: timedelta | None = None
+    ) -> TokenCreated: ...
+
+    def list_tokens(self) -> list[TokenPublic]: ...
+
+    def revoke_token(self, *, token_id: int) -> TokenPublic: ...
+
+
+class WebhookOps(Protocol):
+    def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated: ...
+
+    def list_webhooks(self) -> list[WebhookPublic]: ...
+
+    def remove(self, *, webhook_id: int) -> WebhookPublic: ...
+
+    def deliveries(self, *, webhook_id: int | None = None, limit: int = 50) -> list[DeliveryPublic]: ...
+
+
+class Backend(Protocol):
+    @property
+    def default_project(self) -> str: ...
+
+    @property
+    def store(self) -> ArtifactSource:
+        """Where the versions' files are read from, verified by sha256."""
+        ...
+
+    def registry(self, *, write: bool = True) -> AbstractContextManager[RegistryOps]: ...
+
+    def evaluation(self, *, write: bool = True) -> AbstractContextManager[EvaluationOps]: ...
+
+    def accounts(self, *, write: bool = True) -> AbstractContextManager[AccountOps]: ...
+
+    def webhooks(self, *, write: bool = True) -> AbstractContextManager[WebhookOps]: ...
+
+    def register(self, req: RegisterRequest, *, progress: Progress | None = None) -> VersionPublic:
+        """Inspect, store and record a new testing version; a refused registration leaves nothing."""
+        ...
+
+    def wait_for_change(self, since: int, *, timeout: float = 25.0, poll: float = 0.2) -> int:
+        """The id of the newest event once the log has moved past ``since``, or after ``timeout``.
+        Over HTTP a long poll of the server's change feed; in-process the log read every ``poll`` s."""
+        ...
+
+    def schema_status(self) -> SchemaStatus:
+        """The database's schema revision and the one this wanlora needs (on the database's host)."""
+        ...
+
+    def upgrade_schema(self) -> tuple[str | None, str | None]:
+        """Migrate the database to this wanlora's schema: (revision before, revision after)."""
+        ...
+
+    def after_command(self) -> None:
+        """Work a finished command leaves: in-process, one pass of webhook deliveries (no server
+        delivers them); over HTTP nothing, the server does it."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,104 @@
+"""The HTTP transport of the remote backend: one client, server errors turned back into the same
+``WanloraError`` subclasses, URL paths, and verified streaming downloads."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from registry.blobs.base import CHUNK, VerifyingReader
+from registry.domain.errors import (
+    AlreadyExists,
+    Conflict,
+    GateRefused,
+    IntegrityError,
+    InvalidFile,
+    InvalidInput,
+    NotFound,
+    PermissionDenied,
+    SchemaOutdated,
+    Unauthenticated,
+    WanloraError,
+)
+
+__all__ = ["Http", "RemoteStore", "lora_path", "project_path", "raise_for"]
+
+_ERRORS: dict[str, type[WanloraError]] = {
+    cls.code: cls
+    for cls in (
+        NotFound, AlreadyExists, InvalidInput, InvalidFile, PermissionDenied, Unauthenticated,
+        IntegrityError, Conflict, GateRefused, SchemaOutdated,
+    )
+}  # fmt: skip
+
+
+def raise_for(response: httpx.Response) -> None:
+    if response.is_success or response.status_code == 304:
+        return
+    try:
+        error = response.json()["error"]
+        cls = _ERRORS.get(error.get("code", ""), WanloraError)
+        raise cls(error.get("message") or response.reason_phrase, hint=error.get("hint"))
+    except (ValueError, KeyError, TypeError):
+        raise WanloraError(f"server answered {response.status_code} {response.reason_phrase}") from None
+
+
+class Http:
+    def __init__(self, server: str, token: str | None, timeout: float = 60.0) -> None:
+        self.base = server.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout, follow_redirects=True)
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        try:
+            response = self.client.request(method, path, **kw)
+        except httpx.HTTPError as exc:
+            raise WanloraError(f"cannot reach {self.base}: {exc}", hint="check --server / WANLORA_SERVER") from exc
+        raise_for(response)
+        return (
+            response.json()
+            if response.headers.get("content-type", "").startswith("application/json")
+            else response.text
+        )
+
+
+def project_path(project: str) -> str:
+    return f"/api/v1/projects/{quote(project, safe='')}"
+
+
+def lora_path(project: str, name: str) -> str:
+    return f"{project_path(project)}/loras/{quote(name, safe='')}"
+
+
+class _StreamBody:
+    """An HTTP response body as ``read``: each call returns the next chunk as it arrives (no copying
+    into a buffer), which is all a verifying, streaming reader needs."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self._chunks = response.iter_bytes(1 << 20)
+
+    def read(self, n: int = CHUNK) -> bytes:
+        return next(self._chunks, b"")
+
+    def close(self) -> None:
+        self._response.close()
+
+
+class RemoteStore:
+    """Reads artifacts from the server (or the presigned URL it redirects to), verified by sha256."""
+
+    def __init__(self, http: Http) -> None:
+        self.http = http
+        self.url = f"{http.base}/api/v1/artifacts"
+
+    def open(self, sha256: str) -> VerifyingReader:
+        request = self.http.client.build_request("GET", f"/api/v1/artifacts/{sha256}")
+        response = self.http.client.send(request, stream=True)
+        if not response.is_success:
+            response.read()
+            raise_for(response)
+        size = int(response.headers.get("content-length", "-1"))
+        return VerifyingReader(_StreamBody(response), sha256, size)  # type: ignore[arg-type]

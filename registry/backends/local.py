@@ -1,0 +1,226 @@
+"""The in-process backend: a database, a store and an actor, wired from ``Settings`` (the embedded
+default, and what the API server runs on).
+
+``Wanlora.registry()`` is one unit of work (one transaction) over ``RegistryService``. ``register``
+orchestrates what spans the store and the database: files are inspected first (nothing written), then
+streamed into the store, then recorded in one transaction; if that transaction fails, the objects this
+call created are removed again, so a refused registration leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import select
+
+from registry.backends.contract import Progress, SchemaStatus
+from registry.blobs.base import ArtifactStore
+from registry.blobs.factory import open_store
+from registry.db.engine import Database
+from registry.db.tables import VersionFile
+from registry.domain.access import Principal
+from registry.domain.enums import FileRole
+from registry.domain.errors import InvalidInput
+from registry.domain.policy import Policy, load_policy
+from registry.domain.register import RegisterRequest
+from registry.domain.schemas import VersionPublic, parse_category
+from registry.domain.wan import base_model as lookup_base_model
+from registry.files.dataset import dataset_fingerprint
+from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
+from registry.files.jsonfile import read_json_object
+from registry.files.metadata import facts_from_metadata
+from registry.services.accounts import AccountService
+from registry.services.delivery import Dispatcher
+from registry.services.evaluation import EvaluationService
+from registry.services.registry import RegistryService
+from registry.services.webhooks import WebhookService
+from registry.settings import Settings
+
+__all__ = ["Wanlora"]
+
+
+class Wanlora:
+    def __init__(
+        self,
+        *,
+        db: Database,
+        store: ArtifactStore,
+        actor: str,
+        default_project: str = "default",
+        principal: Principal | None = None,
+        policy: Policy | None = None,
+    ) -> None:
+        self.db = db
+        self.policy = policy or Policy()
+        self.store = store
+        self.actor = actor
+        self.default_project = default_project
+        # Direct access to the database is the local operator's: admin of every project.
+        self.principal = principal or Principal.local_admin(actor)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Wanlora:
+        return cls(
+            db=Database(settings.resolved_database_url),
+            store=open_store(settings.resolved_storage_url, **settings.s3_options()),
+            actor=settings.user,
+            default_project=settings.project,
+            policy=load_policy(settings.resolved_policy_file),
+        )
+
+    @contextmanager
+    def registry(self, *, write: bool = True) -> Iterator[RegistryService]:
+        with self.db.session(write=write) as session:
+            yield RegistryService(session, principal=self.principal, policy=self.policy)
+
+    @contextmanager
+    def evaluation(self, *, write: bool = True) -> Iterator[EvaluationService]:
+        with self.db.session(write=write) as session:
+            yield EvaluationService(session, principal=self.principal, policy=self.policy)
+
+    @contextmanager
+    def webhooks(self, *, write: bool = True) -> Iterator[WebhookService]:
+        with self.db.session(write=write) as session:
+            yield WebhookService(session, principal=self.principal)
+
+    @contextmanager
+    def accounts(self, *, write: bool = True) -> Iterator[AccountService]:
+        with self.db.session(write=write) as session:
+            yield AccountService(session, principal=self.principal)
+
+    def as_principal(self, principal: Principal) -> Wanlora:
+        """The same database and store, acting for another caller (an API token's principal)."""
+        return Wanlora(
+            db=self.db,
+            store=self.store,
+            actor=principal.user,
+            default_project=self.default_project,
+            principal=principal,
+            policy=self.policy,
+        )
+
+    def close(self) -> None:
+        self.db.dispose()
+
+    # -- the rest of the backend contract -----------------------------------------------------------
+
+    def wait_for_change(self, since: int, *, timeout: float = 25.0, poll: float = 0.2) -> int:
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.registry(write=False) as reg:
+                latest = reg.last_event_id()
+            if latest != since or time.monotonic() >= deadline:
+                return latest
+            time.sleep(poll)
+
+    def schema_status(self) -> SchemaStatus:
+        return SchemaStatus(url=self.db.safe_url, current=self.db.current_revision(), head=self.db.head_revision())
+
+    def upgrade_schema(self) -> tuple[str | None, str | None]:
+        return self.db.upgrade()
+
+    def after_command(self) -> None:
+        """There is no server to deliver webhooks: one short pass after the command (its change is
+        committed already); what fails stays queued for the next pass."""
+        with suppress(Exception):  # a delivery problem must never turn a done change into a failed command
+            Dispatcher(self.db, timeout=2.0).run_once()
+
+    # -- register -----------------------------------------------------------------------------------
+
+    def register(self, req: RegisterRequest, *, progress: Progress | None = None) -> VersionPublic:
+        if (req.version is None) == (req.bump is None):
+            raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
+        if req.dataset_dir is not None and req.dataset_hash is not None:
+            raise InvalidInput("give --dataset DIR or --dataset-hash H, not both")
+        with self.registry(write=False) as reg:
+            existing = reg.find_lora(project=req.project, name=req.lora)
+        base_name = existing.base_model if existing else req.base_model
+        if existing is None and (req.category is None or req.base_model is None):
+            raise InvalidInput(
+                f"LoRA {req.project}/{req.lora} does not exist yet",
+                hint="pass --category and --base-model to create it on first register, or run `wanlora lora create`",
+            )
+        if existing is None:
+            parse_category(req.category or "")
+        base = lookup_base_model(base_name or "")
+        paths = {FileRole.SINGLE: req.file}
+        if req.low_noise is not None:
+            paths = {FileRole.HIGH_NOISE: req.file, FileRole.LOW_NOISE: req.low_noise}
+        if base.experts and req.low_noise is None:
+            raise InvalidInput(
+                f"{base.name} has a high-noise and a low-noise expert, so a version is a pair of files",
+                hint="pass the high-noise file as FILE and the low-noise file with --low-noise FILE",
+            )
+        if not base.experts and req.low_noise is not None:
+            raise InvalidInput(f"{base.name} has a single expert: drop --low-noise")
+        # Everything that can be refused without writing is checked before a byte reaches the store.
+        inspections = {role: inspect_lora(path, base) for role, path in paths.items()}
+        record = _record(req, inspections[next(iter(inspections))])
+        files: dict[FileRole, IngestedFile] = {}
+        try:
+            for role, path in paths.items():
+                report = (lambda done, total, r=role: progress(r.value, done, total)) if progress else None
+                files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role])
+            with self.registry() as reg:
+                # The LoRA is created in the same transaction as its first version: a refused file
+                # leaves no empty LoRA behind.
+                if reg.find_lora(project=req.project, name=req.lora) is None:
+                    reg.create_lora(
+                        project=req.project,
+                        name=req.lora,
+                        category=req.category or "",
+                        base_model=base.name,
+                        trigger_words=record.pop("trigger_words"),
+                        description=req.description,
+                    )
+                record.pop("trigger_words", None)
+                version = req.version or reg.next_version(project=req.project, name=req.lora, bump=req.bump or "")
+                return reg.register_version(
+                    project=req.project, name=req.lora, version=version, files=files, changelog=req.changelog,
+                    scores=req.scores, known_issues=req.known_issues, parent=req.parent, **record,
+                )  # fmt: skip
+        except BaseException:
+            for f in files.values():
+                if f.created and not self._referenced(f.sha256):
+                    self.store.delete(f.sha256)
+            raise
+
+    def _referenced(self, sha256: str) -> bool:
+        with self.db.session(write=False) as session:
+            return session.exec(select(VersionFile.id).where(VersionFile.sha256 == sha256)).first() is not None
+
+
+def _record(req: RegisterRequest, inspection: Inspection) -> dict[str, Any]:
+    """The version's record from the request, the file's ss_*/modelspec metadata (``from_metadata``),
+    the hyperparameter file and the dataset folder; what the request says explicitly wins."""
+    hyperparameters: dict[str, Any] = {}
+    dataset_summary: dict[str, Any] = {}
+    dataset_hash = req.dataset_hash
+    training_date: datetime | None = None
+    trigger_words = list(req.trigger_words)
+    if req.from_metadata:
+        facts = facts_from_metadata(inspection.metadata)
+        hyperparameters.update(facts.hyperparameters)
+        dataset_summary.update(facts.dataset_summary)
+        dataset_hash = dataset_hash or facts.dataset_hash
+        training_date = facts.training_date
+        trigger_words = trigger_words or facts.trigger_words
+    if req.hyperparams_file is not None:
+        hyperparameters.update(read_json_object(req.hyperparams_file))
+    hyperparameters.update(req.hyperparameters)
+    if req.dataset_dir is not None:
+        dataset_hash, summary = dataset_fingerprint(req.dataset_dir)
+        dataset_summary.update(summary)
+    if req.dataset_summary:
+        dataset_summary.update(req.dataset_summary)
+    return {
+        "hyperparameters": hyperparameters,
+        "dataset_hash": dataset_hash,
+        "dataset_summary": dataset_summary,
+        "training_date": training_date,
+        "trigger_words": trigger_words,
+    }

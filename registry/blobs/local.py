@@ -1,0 +1,111 @@
+"""The local-folder artifact store: ``<root>/sha256/<ab>/<digest>``, written through fsynced temporary
+files renamed into place."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from registry.blobs.base import VerifyingReader, check_digest, fsync_dir
+from registry.domain.errors import NotFound
+
+__all__ = ["LocalStore"]
+
+
+class _LocalWriter:
+    def __init__(self, store: LocalStore) -> None:
+        self._store = store
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="put-")
+        self._tmp = Path(name)
+        self._fh = os.fdopen(fd, "wb", buffering=0)
+        self._hash = hashlib.sha256()
+        self._size = 0
+        self._done = False
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        view = memoryview(data)
+        while view:
+            written = self._fh.write(view)
+            view = view[written:]
+        self._size += len(data)
+
+    def commit(self) -> tuple[str, int, bool]:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        digest = self._hash.hexdigest()
+        final = self._store.path(digest)
+        created = not final.exists()
+        if created:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(self._tmp, 0o444)
+            os.replace(self._tmp, final)
+            fsync_dir(final.parent)
+        else:
+            self._tmp.unlink()
+        self._done = True
+        return digest, self._size, created
+
+    def abort(self) -> None:
+        if not self._done:
+            self._fh.close()
+            self._tmp.unlink(missing_ok=True)
+            self._done = True
+
+
+class LocalStore:
+    """Objects at ``ROOT/sha256/ab/abcdef…``; temporary files at ``ROOT/tmp``."""
+
+    STALE_TMP_SECONDS = 3600
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.url = f"file://{root}"
+        self.tmp_dir = root / "tmp"
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        (root / "sha256").mkdir(exist_ok=True)
+        self._sweep_stale_tmp()
+
+    def _sweep_stale_tmp(self) -> None:
+        """Remove what killed writers left behind (old enough that no live writer owns it)."""
+        cutoff = time.time() - self.STALE_TMP_SECONDS
+        for leftover in self.tmp_dir.glob("put-*"):
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+            except FileNotFoundError:
+                pass
+
+    def path(self, sha256: str) -> Path:
+        check_digest(sha256)
+        return self.root / "sha256" / sha256[:2] / sha256
+
+    def writer(self) -> _LocalWriter:
+        return _LocalWriter(self)
+
+    def open(self, sha256: str) -> VerifyingReader:
+        path = self.path(sha256)
+        try:
+            raw = open(path, "rb")  # noqa: SIM115 - closed by the reader
+        except FileNotFoundError:
+            raise NotFound(
+                f"artifact {sha256[:12]} is missing from the store at {self.root}",
+                hint="the store was pruned outside wanlora; register the version's source file again",
+            ) from None
+        return VerifyingReader(raw, sha256, os.fstat(raw.fileno()).st_size)
+
+    def exists(self, sha256: str) -> bool:
+        return self.path(sha256).is_file()
+
+    def size(self, sha256: str) -> int:
+        try:
+            return self.path(sha256).stat().st_size
+        except FileNotFoundError:
+            raise NotFound(f"artifact {sha256[:12]} is not in the store") from None
+
+    def delete(self, sha256: str) -> None:
+        self.path(sha256).unlink(missing_ok=True)

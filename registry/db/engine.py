@@ -1,0 +1,126 @@
+"""Engines, transactions and schema migration.
+
+One managed session per unit of work: commit on success, roll back on error, always close. On SQLite,
+write transactions start with ``BEGIN IMMEDIATE`` so that two writers queue on the database lock instead
+of failing half-way; on PostgreSQL the service locks the LoRA row it changes (``SELECT … FOR UPDATE``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlmodel import Session
+
+from registry.domain.errors import SchemaOutdated
+
+__all__ = ["Database", "alembic_config"]
+
+MIGRATIONS_DIR = Path(__file__).resolve().parents[2] / "migrations"
+
+
+def alembic_config(connection: Any | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    if connection is not None:
+        cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Database:
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.url = url
+        parsed = make_url(url)
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite:
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            self.engine: Engine = create_engine(
+                url, connect_args={"timeout": 60, "check_same_thread": False}, pool_pre_ping=False
+            )
+            _sqlite_setup(self.engine)
+        else:
+            self.engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+        self._checked = False
+
+    # -- schema -------------------------------------------------------------------------------------
+
+    def head_revision(self) -> str | None:
+        return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def upgrade(self) -> tuple[str | None, str | None]:
+        """Migrate to the newest schema; returns (revision before, revision after)."""
+        before = self.current_revision()
+        with self.engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        self._checked = True
+        return before, self.current_revision()
+
+    def ensure_schema(self) -> None:
+        """Create a brand-new database; refuse one at an older revision with the command that fixes it."""
+        if self._checked:
+            return
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            with self.engine.connect() as conn:
+                empty = not inspect(conn).get_table_names()
+            if current is None and empty:
+                self.upgrade()
+                return
+            raise SchemaOutdated(
+                f"the database at {self.safe_url} is at schema revision {current or 'none'}, this wanlora needs {head}",
+                hint="back it up, then run `wanlora db upgrade`",
+            )
+        self._checked = True
+
+    @property
+    def safe_url(self) -> str:
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    # -- sessions -----------------------------------------------------------------------------------
+
+    @contextmanager
+    def session(self, *, write: bool = True) -> Iterator[Session]:
+        self.ensure_schema()
+        engine = self.engine if write else self.engine.execution_options(wanlora_read_only=True)
+        session = Session(engine, expire_on_commit=False)
+        try:
+            yield session
+            session.commit()
+        except BaseException:
+            session.rollback()
+            raise
+        finally:
+            session.close()
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+def _sqlite_setup(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _begin)
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA busy_timeout=60000")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        read_only = conn.get_execution_options().get("wanlora_read_only", False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -1,0 +1,44 @@
+"""Users and API tokens as callers see them, and token lifetimes."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel
+
+from registry.domain.errors import InvalidInput
+
+__all__ = ["TokenCreated", "TokenPublic", "UserPublic", "parse_duration"]
+_DURATION = re.compile(r"(\d+)([smhdw])")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_duration(text: str) -> timedelta:
+    m = _DURATION.fullmatch(text.strip())
+    if not m or int(m[1]) == 0:
+        raise InvalidInput(f"invalid duration {text!r}", hint="use a number and a unit: 90m, 12h, 30d, 4w")
+    return timedelta(**{_UNITS[m[2]]: int(m[1])})
+
+
+class UserPublic(BaseModel):
+    name: str
+    created_by: str
+    created_at: datetime
+
+
+class TokenPublic(BaseModel):
+    id: int
+    user: str
+    prefix: str
+    project: str
+    role: str
+    created_by: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenCreated(TokenPublic):
+    token: str  # the secret: shown once, never stored

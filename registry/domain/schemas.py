@@ -1,0 +1,193 @@
+"""Public models: what the service returns and what callers send. Rows never leave ``registry/``."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import semver
+from pydantic import BaseModel, ConfigDict, Field
+
+from registry.domain.enums import Category, FileRole, Status
+from registry.domain.errors import InvalidInput
+
+__all__ = [
+    "Change",
+    "EventPublic",
+    "FilePublic",
+    "Hyperparameters",
+    "LoraPublic",
+    "LoraSummary",
+    "SyncTarget",
+    "VersionDiff",
+    "VersionPublic",
+    "check_name",
+    "parse_category",
+    "parse_semver",
+]
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def check_name(value: str, what: str = "name") -> str:
+    """Names become folder and file names on ComfyUI hosts, so they are a strict, path-safe alphabet."""
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidInput(
+            f"invalid {what} {value!r}",
+            hint=f"a {what} is 1-64 characters of a-z, 0-9, '_' and '-', starting with a letter or digit "
+            "(no slashes, dots, spaces or '@')",
+        )
+    return value
+
+
+def parse_category(value: str) -> Category:
+    try:
+        return Category(value)
+    except ValueError:
+        raise InvalidInput(
+            f"unknown category {value!r}", hint=f"choose one of: {', '.join(c.value for c in Category)}"
+        ) from None
+
+
+def parse_semver(value: str) -> semver.Version:
+    try:
+        return semver.Version.parse(value.removeprefix("v"))
+    except (ValueError, TypeError):
+        raise InvalidInput(
+            f"invalid version {value!r}", hint="use semantic versioning MAJOR.MINOR.PATCH, e.g. 1.2.0"
+        ) from None
+
+
+class Hyperparameters(BaseModel):
+    """Training settings. Known fields are type- and range-checked; other keys are kept as given."""
+
+    model_config = ConfigDict(extra="allow")
+
+    learning_rate: float | None = Field(default=None, gt=0, lt=1, description="Peak learning rate")
+    rank: int | None = Field(default=None, ge=1, le=1024, description="LoRA rank (network_dim)")
+    alpha: float | None = Field(default=None, gt=0, description="LoRA alpha (network_alpha)")
+    epochs: int | None = Field(default=None, ge=1, le=10_000)
+    steps: int | None = Field(default=None, ge=1)
+    batch_size: int | None = Field(default=None, ge=1, le=1024)
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1, le=1024)
+    optimizer: str | None = None
+    lr_scheduler: str | None = None
+    lr_scheduler_num_cycles: int | None = Field(default=None, ge=1)
+    warmup_steps: int | None = Field(default=None, ge=0)
+    resolution: int | list[int] | None = None
+    frames: int | None = Field(default=None, ge=1)
+    mixed_precision: str | None = None
+    gradient_checkpointing: bool | None = None
+    seed: int | None = None
+    max_grad_norm: float | None = Field(default=None, ge=0)
+    timestep_boundary: float | None = Field(default=None, ge=0, le=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        data = self.model_dump(exclude_none=True)
+        for key, value in data.items():
+            if not isinstance(value, str | int | float | bool | list | dict):
+                raise InvalidInput(f"hyperparameter {key!r} must be JSON data, got {type(value).__name__}")
+        return data
+
+
+class FilePublic(BaseModel):
+    role: FileRole
+    sha256: str
+    payload_sha256: str
+    size: int
+    rank: int
+    alpha: float
+    dtype: str
+    key_format: str
+    source_format: str
+    source_sha256: str
+    target_modules: list[str]
+    module_count: int
+
+
+class VersionPublic(BaseModel):
+    project: str
+    lora: str
+    version: str
+    status: Status
+    changelog: str
+    dataset_hash: str | None
+    dataset_summary: dict[str, Any]
+    hyperparameters: dict[str, Any]
+    scores: dict[str, float]
+    known_issues: str
+    training_date: datetime | None
+    parent_version: str | None
+    created_by: str
+    created_at: datetime
+    files: list[FilePublic]
+
+
+class LoraPublic(BaseModel):
+    project: str
+    name: str
+    category: Category
+    base_model: str
+    trigger_words: list[str]
+    description: str
+    created_by: str
+    created_at: datetime
+    current_version: str | None = None
+    latest_version: str | None = None
+    versions: list[VersionPublic] = Field(default_factory=list)
+
+
+class LoraSummary(BaseModel):
+    project: str
+    name: str
+    category: Category
+    base_model: str
+    current_version: str | None
+    latest_version: str | None
+    version_count: int
+    statuses: dict[str, int]
+
+
+class EventPublic(BaseModel):
+    id: int
+    seq: int
+    project: str
+    lora: str
+    version: str | None
+    kind: str
+    actor: str
+    at: datetime
+    from_status: str | None
+    to_status: str | None
+    reason: str | None
+    details: dict[str, Any]
+    evaluation_id: str | None = Field(default=None, description="The evaluation(s) that allowed this change.")
+
+
+class Change(BaseModel):
+    old: Any = None
+    new: Any = None
+
+
+class VersionDiff(BaseModel):
+    project: str
+    lora: str
+    old: str
+    new: str
+    hyperparameters: dict[str, Change]
+    dataset: dict[str, Change]
+    scores: dict[str, Change]
+    files: dict[str, Change]
+    changelog: Change
+    status: Change
+
+
+class SyncTarget(BaseModel):
+    """One current version as a ComfyUI host sees it."""
+
+    project: str
+    lora: str
+    category: Category
+    version: str
+    files: list[FilePublic]

@@ -1,0 +1,323 @@
+"""Inspect a LoRA file without torch and stream it into the store in canonical form.
+
+``inspect_lora`` reads only the header (and the few alpha scalars) and refuses anything that is not a
+well-formed LoRA of the WAN DiT. ``ingest_lora`` then streams the tensors, in canonical-name order, from
+the source into the store, checking every float for NaN/Inf on the way and computing three digests at
+once: the source file's sha256, the stored file's sha256 and the payload hash (the sha256 of the
+canonical file without metadata, so the same weights give the same payload hash whatever format or
+metadata they came in). Memory stays at a few chunks whatever the file size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+import threading
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from registry.blobs.base import CHUNK, ArtifactStore
+from registry.domain.errors import InvalidFile
+from registry.domain.wan import BaseModel, KeyFormat, LoraPart, canonical_key, parse_key
+from registry.files.safetensors_io import (
+    FLOAT_DTYPES,
+    Header,
+    TensorInfo,
+    build_header,
+    has_nonfinite,
+    read_header,
+    refuse_pickle,
+)
+
+__all__ = ["IngestedFile", "Inspection", "ModuleInfo", "ingest_lora", "inspect_lora"]
+
+Progress = Callable[[int, int], None]
+CANONICAL_FORMAT = "canonical-v1"
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    module: str
+    rank: int
+    in_features: int
+    out_features: int
+    alpha: float
+    a: TensorInfo
+    b: TensorInfo
+    alpha_from_file: bool
+
+
+@dataclass(frozen=True)
+class Inspection:
+    path: Path
+    source_format: KeyFormat
+    header: Header
+    modules: list[ModuleInfo]
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        return self.header.metadata
+
+    @property
+    def rank(self) -> int:
+        return Counter(m.rank for m in self.modules).most_common(1)[0][0]
+
+    @property
+    def alpha(self) -> float:
+        return Counter(m.alpha for m in self.modules).most_common(1)[0][0]
+
+    @property
+    def dtype(self) -> str:
+        return Counter(m.a.dtype for m in self.modules).most_common(1)[0][0]
+
+    @property
+    def target_modules(self) -> list[str]:
+        """Module kinds targeted (``self_attn.q``, ``ffn.0``, ``head.head``), without block indices."""
+        kinds = {m.module.split(".", 2)[2] if m.module.startswith("blocks.") else m.module for m in self.modules}
+        return sorted(kinds)
+
+    def canonical_layout(self) -> list[tuple[str, str, tuple[int, ...], TensorInfo | None, float]]:
+        """(canonical name, dtype, shape, source tensor or None for a generated alpha, alpha) sorted by name."""
+        rows: list[tuple[str, str, tuple[int, ...], TensorInfo | None, float]] = []
+        for m in self.modules:
+            rows.append((canonical_key(m.module, LoraPart.A), m.a.dtype, m.a.shape, m.a, 0.0))
+            rows.append((canonical_key(m.module, LoraPart.B), m.b.dtype, m.b.shape, m.b, 0.0))
+            rows.append((canonical_key(m.module, LoraPart.ALPHA), "F32", (), None, m.alpha))
+        rows.sort(key=lambda r: r[0])
+        return rows
+
+
+@dataclass(frozen=True)
+class IngestedFile:
+    sha256: str
+    payload_sha256: str
+    size: int
+    source_sha256: str
+    source_format: str
+    rank: int
+    alpha: float
+    dtype: str
+    target_modules: list[str]
+    module_count: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    created: bool = True  # False when the store already held these exact bytes
+
+
+def _read_scalar(fd: int, header: Header, t: TensorInfo, name: str) -> float:
+    if t.shape not in ((), (1,)) or t.dtype not in FLOAT_DTYPES - {"F8_E4M3", "F8_E5M2"}:
+        raise InvalidFile(f"{name}: alpha {t.name!r} must be one float, found {t.dtype}{list(t.shape)}")
+    raw = os.pread(fd, t.nbytes, header.data_offset + t.start)
+    if t.dtype == "BF16":
+        value = float(np.frombuffer(b"\0\0" + raw, dtype="<f4")[0])  # bf16 is the top half of an f32
+    else:
+        value = float(np.frombuffer(raw, dtype={"F64": "<f8", "F32": "<f4", "F16": "<f2"}[t.dtype])[0])
+    if not np.isfinite(value) or value <= 0:
+        raise InvalidFile(f"{name}: alpha {t.name!r} is {value}; alpha must be a positive finite number")
+    return value
+
+
+def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
+    """Read and check a LoRA file's structure; nothing is written. Raises InvalidFile naming the problem."""
+    path = Path(path)
+    name = path.name
+    if not path.is_file():
+        raise InvalidFile(f"{path} does not exist or is not a regular file")
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        refuse_pickle(path, fh.read(8))
+        fh.seek(0)
+        header = read_header(fh, size, name=name)
+        if not header.tensors:
+            raise InvalidFile(f"{name} holds no tensors", hint="the training run saved an empty file")
+        groups: dict[str, dict[LoraPart, TensorInfo]] = {}
+        formats: set[KeyFormat] = set()
+        for t in header.tensors:
+            fmt, module, part = parse_key(t.name)
+            formats.add(fmt)
+            slot = groups.setdefault(module, {})
+            if part in slot:
+                raise InvalidFile(f"{name}: module {module} has two {part.value} tensors ({t.name!r})")
+            slot[part] = t
+        if len(formats) > 1:
+            raise InvalidFile(
+                f"{name} mixes key formats ({', '.join(sorted(f.value for f in formats))})",
+                hint="re-export the LoRA from a single trainer",
+            )
+        modules = [_module_info(name, fh.fileno(), header, module, parts, base) for module, parts in groups.items()]
+    modules.sort(key=lambda m: m.module)
+    fmt = formats.pop()
+    if fmt is KeyFormat.DIFFUSION_PIPE and all(m.alpha_from_file for m in modules):
+        fmt = KeyFormat.CANONICAL  # diffusion_model.… keys with alphas: already what we store
+    return Inspection(path=path, source_format=fmt, header=header, modules=modules)
+
+
+def nonfinite_tensors(ins: Inspection) -> list[str]:
+    """Names of the tensors that hold NaN or infinite values (read in chunks; memory stays flat)."""
+    bad = []
+    with open(ins.path, "rb") as fh:
+        for t in ins.header.tensors:
+            fh.seek(ins.header.data_offset + t.start)
+            remaining = t.nbytes
+            while remaining:
+                chunk = fh.read(min(CHUNK, remaining))
+                if not chunk:
+                    break
+                if has_nonfinite(t.dtype, chunk):
+                    bad.append(t.name)
+                    break
+                remaining -= len(chunk)
+    return bad
+
+
+def _module_info(
+    name: str, fd: int, header: Header, module: str, parts: dict[LoraPart, TensorInfo], base: BaseModel | None
+) -> ModuleInfo:
+    a, b = parts.get(LoraPart.A), parts.get(LoraPart.B)
+    if a is None or b is None:
+        missing = "down/A" if a is None else "up/B"
+        raise InvalidFile(f"{name}: module {module} has no {missing} matrix; every LoRA module needs both")
+    for t in (a, b):
+        if t.dtype not in FLOAT_DTYPES:
+            raise InvalidFile(f"{name}: {t.name!r} is {t.dtype}; LoRA weights must be floating point")
+        if len(t.shape) != 2:
+            raise InvalidFile(f"{name}: {t.name!r} has shape {list(t.shape)}; LoRA matrices are 2-D")
+    rank, in_features = a.shape
+    out_features, rank_b = b.shape
+    if rank != rank_b or rank == 0:
+        raise InvalidFile(
+            f"{name}: module {module} has inconsistent rank: down/A is {list(a.shape)}, up/B is {list(b.shape)}",
+            hint="the file is corrupt or was assembled from two different LoRAs",
+        )
+    if base is not None:
+        expected = base.module_shape(module)
+        if expected is None:
+            raise InvalidFile(f"{name}: {base.name} has no module {module}", hint="check the LoRA's base model")
+        if expected != (out_features, in_features):
+            raise InvalidFile(
+                f"{name}: module {module} is {out_features}×{in_features} but {base.name} has "
+                f"{expected[0]}×{expected[1]}",
+                hint="this LoRA was trained for another base model; register it under a LoRA with that model",
+            )
+    alpha_t = parts.get(LoraPart.ALPHA)
+    # No alpha means scale 1.0 in every loader, which is alpha == rank.
+    alpha = _read_scalar(fd, header, alpha_t, name) if alpha_t is not None else float(rank)
+    return ModuleInfo(module, rank, in_features, out_features, alpha, a, b, alpha_t is not None)
+
+
+class _Hasher:
+    """A sha256 fed from its own thread, one chunk in flight at a time (bounded memory)."""
+
+    def __init__(self, pool: ThreadPoolExecutor) -> None:
+        self.hash = hashlib.sha256()
+        self._pool = pool
+        self._pending: Future[None] | None = None
+
+    def update(self, data: bytes) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.hash.update, data)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return self.hash.hexdigest()
+
+
+def _hash_file(path: Path, stop: threading.Event) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while not stop.is_set():
+            chunk = fh.read(CHUNK)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+    return ""
+
+
+def ingest_lora(
+    path: Path,
+    store: ArtifactStore,
+    *,
+    base: BaseModel | None = None,
+    progress: Progress | None = None,
+    inspection: Inspection | None = None,
+) -> IngestedFile:
+    """Stream a LoRA file into ``store`` as a canonical ComfyUI-loadable safetensors file."""
+    ins = inspection or inspect_lora(path, base)
+    layout = ins.canonical_layout()
+    metadata = dict(ins.metadata)
+    metadata["wanlora.format"] = CANONICAL_FORMAT
+    metadata["wanlora.source_format"] = ins.source_format.value
+    tensors = [(n, d, s) for n, d, s, _, _ in layout]
+    file_header = build_header(tensors, metadata)
+    payload_header = build_header(tensors, {})
+    total = sum(s.nbytes for _, _, _, s, _ in layout if s is not None)
+    done = 0
+    stop = threading.Event()
+    writer = store.writer()
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wanlora-ingest") as pool:
+        source_digest = pool.submit(_hash_file, ins.path, stop)
+        payload = _Hasher(pool)
+        try:
+            payload.update(payload_header)
+            writer.write(file_header)
+            fd = os.open(ins.path, os.O_RDONLY)
+            try:
+                for _, dtype, _, src, alpha in layout:
+                    if src is None:
+                        chunk = struct.pack("<f", alpha)
+                        payload.update(chunk)
+                        writer.write(chunk)
+                        continue
+                    offset = ins.header.data_offset + src.start
+                    remaining = src.nbytes
+                    while remaining:
+                        chunk = os.pread(fd, min(CHUNK, remaining), offset)
+                        if not chunk:
+                            raise InvalidFile(f"{ins.path.name} shrank while it was being read")
+                        if has_nonfinite(dtype, chunk):
+                            raise InvalidFile(
+                                f"{ins.path.name}: tensor {src.name!r} holds NaN or infinite values",
+                                hint="the training run diverged; register an earlier checkpoint or retrain "
+                                "with a lower learning rate and gradient clipping",
+                            )
+                        payload.update(chunk)
+                        writer.write(chunk)
+                        offset += len(chunk)
+                        remaining -= len(chunk)
+                        done += len(chunk)
+                        if progress:
+                            progress(done, total)
+            finally:
+                os.close(fd)
+            payload_sha = payload.hexdigest()
+            source_sha = source_digest.result()
+            sha, size, created = writer.commit()
+        except BaseException:
+            stop.set()
+            payload.wait()
+            writer.abort()
+            raise
+    return IngestedFile(
+        sha256=sha,
+        payload_sha256=payload_sha,
+        size=size,
+        source_sha256=source_sha,
+        source_format=ins.source_format.value,
+        rank=ins.rank,
+        alpha=ins.alpha,
+        dtype=ins.dtype,
+        target_modules=ins.target_modules,
+        module_count=len(ins.modules),
+        metadata=ins.metadata,
+        created=created,
+    )

@@ -1,0 +1,230 @@
+"""Reading the registry: LoRAs, versions, history, diffs, training notes, and what hosts should pull.
+
+Every method checks the caller's permission first (deny by default); a version whose status the
+caller may not read does not exist for it, and other teams' LoRAs are not listed at all.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import func
+from sqlmodel import col, select
+
+from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile
+from registry.domain.access import Action
+from registry.domain.clock import as_utc
+from registry.domain.digests import canary
+from registry.domain.enums import Category, Status
+from registry.domain.errors import NotFound
+from registry.domain.notes import training_notes
+from registry.domain.schemas import Change, EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
+from registry.services.lookups import current_rows, files_of, lora_row, version_semver, versions_of
+from registry.services.scope import Service
+from registry.services.views import file_public, lora_public, visible_version
+
+__all__ = ["CatalogueService"]
+
+
+class CatalogueService(Service):
+    def get_lora(self, *, project: str, name: str) -> LoraPublic:
+        self.scope.require(project, Action.LORA_READ)
+        _, lora = lora_row(self.scope, project, name)
+        readable = self.scope.readable(project)
+        return lora_public(
+            self.scope, project, lora, [v for v in versions_of(self.scope, lora) if v.status in readable]
+        )
+
+    def find_lora(self, *, project: str, name: str) -> LoraPublic | None:
+        try:
+            return self.get_lora(project=project, name=name)
+        except NotFound:
+            return None
+
+    def list_loras(
+        self, *, project: str | None = None, category: str | None = None, status: str | None = None
+    ) -> list[LoraSummary]:
+        query = select(Lora, Project).join(Project, col(Project.id) == Lora.project_id)
+        if project:
+            self.scope.require(project, Action.LORA_READ)  # naming a project one may not read is refused
+            query = query.where(Project.name == project)
+        if category:
+            query = query.where(Lora.category == category)
+        rows = list(self.session.exec(query.order_by(Project.name, Lora.name)).all())
+        by_lora: dict[int, list[Version]] = {lora.id or 0: [] for lora, _ in rows}
+        if rows:
+            versions = self.session.exec(select(Version).where(col(Version.lora_id).in_(list(by_lora))))
+            for v in versions:
+                by_lora[v.lora_id].append(v)
+        out = []
+        readable: dict[str, set[str]] = {}
+        for lora, proj in rows:
+            if proj.name not in readable:
+                readable[proj.name] = self.scope.readable(proj.name)
+            if not self.scope.can(proj.name, Action.LORA_READ):
+                continue  # other teams' LoRAs are not listed at all
+            versions = sorted((v for v in by_lora[lora.id or 0] if v.status in readable[proj.name]), key=version_semver)
+            statuses = Counter(v.status for v in versions)
+            if status and not statuses.get(status):
+                continue
+            out.append(
+                LoraSummary(
+                    project=proj.name,
+                    name=lora.name,
+                    category=Category(lora.category),
+                    base_model=lora.base_model,
+                    current_version=next((v.version for v in versions if v.status == Status.CURRENT.value), None),
+                    latest_version=versions[-1].version if versions else None,
+                    version_count=len(versions),
+                    statuses=dict(statuses),
+                )
+            )
+        return out
+
+    def get_version(self, *, project: str, name: str, version: str | None = None) -> VersionPublic:
+        """One version; without ``version`` the current one, or the latest when none is current."""
+        self.scope.require(project, Action.LORA_READ)
+        return visible_version(self.scope, project=project, name=name, version=version)
+
+    def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]:
+        self.scope.require(project, Action.HISTORY_READ)
+        query = (
+            select(Event, Lora, Project)
+            .join(Lora, col(Lora.id) == Event.lora_id)
+            .join(Project, col(Project.id) == Lora.project_id)
+            .where(Project.name == project)
+        )
+        if name is not None:
+            _, lora = lora_row(self.scope, project, name)
+            query = query.where(Event.lora_id == lora.id)
+        query = query.order_by(col(Event.id).desc())
+        if limit:
+            query = query.limit(limit)
+        rows = list(self.session.exec(query).all())
+        version_ids = [e.version_id for e, _, _ in rows if e.version_id]
+        names = {}
+        if version_ids:
+            names = {
+                v.id: v.version for v in self.session.exec(select(Version).where(col(Version.id).in_(version_ids)))
+            }
+        return [
+            EventPublic(
+                id=e.id or 0,
+                seq=e.seq,
+                project=p.name,
+                lora=lo.name,
+                version=names.get(e.version_id) if e.version_id else None,
+                kind=e.kind,
+                actor=e.actor,
+                at=as_utc(e.at) or e.at,
+                from_status=e.from_status,
+                to_status=e.to_status,
+                reason=e.reason,
+                details=e.details or {},
+                evaluation_id=e.evaluation_id,
+            )
+            for e, lo, p in rows
+        ]
+
+    def diff(self, *, project: str, name: str, old: str, new: str) -> VersionDiff:
+        a = self.get_version(project=project, name=name, version=old)
+        b = self.get_version(project=project, name=name, version=new)
+
+        def changes(x: Mapping[str, Any], y: Mapping[str, Any]) -> dict[str, Change]:
+            return {k: Change(old=x.get(k), new=y.get(k)) for k in sorted(set(x) | set(y)) if x.get(k) != y.get(k)}
+
+        def files(v: VersionPublic) -> dict[str, Any]:
+            out: dict[str, Any] = {}
+            for f in v.files:
+                for key in ("rank", "alpha", "size", "dtype", "payload_sha256", "target_modules"):
+                    out[f"{f.role.value}.{key}"] = getattr(f, key)
+            return out
+
+        return VersionDiff(
+            project=project,
+            lora=name,
+            old=a.version,
+            new=b.version,
+            hyperparameters=changes(a.hyperparameters, b.hyperparameters),
+            dataset=changes(
+                {"hash": a.dataset_hash, **a.dataset_summary}, {"hash": b.dataset_hash, **b.dataset_summary}
+            ),
+            scores=changes(a.scores, b.scores),
+            files=changes(files(a), files(b)),
+            changelog=Change(old=a.changelog, new=b.changelog),
+            status=Change(old=a.status.value, new=b.status.value),
+        )
+
+    def notes(self, *, project: str, name: str) -> str:
+        """training_notes.md for the LoRA: the guide's version log of the versions the caller may see."""
+        return training_notes(self.get_lora(project=project, name=name))
+
+    # -- what hosts pull ----------------------------------------------------------------------------
+
+    def require_artifact(self, sha256: str) -> None:
+        """Allow a download only of a file of a version the caller may see and pull; NotFound otherwise,
+        so that the answer says nothing about files of other projects or hidden versions."""
+        rows = self.session.exec(
+            select(Version.status, Project.name)
+            .join(VersionFile, col(VersionFile.version_id) == Version.id)
+            .join(Lora, col(Lora.id) == Version.lora_id)
+            .join(Project, col(Project.id) == Lora.project_id)
+            .where(VersionFile.sha256 == sha256)
+        ).all()
+        for status, project in rows:
+            if self.scope.can(project, Action.ARTIFACT_PULL) and status in self.scope.readable(project):
+                return
+        on_trial = self.session.exec(
+            select(Project.name)
+            .join(Lora, col(Lora.project_id) == Project.id)
+            .join(Trial, col(Trial.lora_id) == Lora.id)
+            .join(VersionFile, col(VersionFile.version_id) == Trial.version_id)
+            .where(VersionFile.sha256 == sha256, Trial.status == "running")
+        ).all()
+        if any(self.scope.can(project, Action.ARTIFACT_PULL) for project in on_trial):
+            return  # a trial's candidate is served to its share of jobs
+        raise NotFound(f"no file {sha256[:12]} that this caller may download")
+
+    def current_rows(self, *, project: str | None, action: Action) -> list[tuple[Version, Lora, Project]]:
+        """Every current version with its LoRA and project, where the caller may ``action``."""
+        return current_rows(self.scope, project=project, action=action)
+
+    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
+        """Every current version (optionally of one project) with its files, in one round of queries.
+        With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
+        client falls in the trial's share: sticky, so the host keeps the same answer."""
+        rows = [
+            (v, lo, p)
+            for v, lo, p in self.current_rows(project=project, action=Action.ARTIFACT_PULL)
+            if self.scope.can(p.name, Action.VERSION_READ_CURRENT)
+        ]
+        if client:
+            rows = self._trial_swap(rows, client)
+        files = files_of(self.scope, [v.id or 0 for v, _, _ in rows])
+        return [
+            SyncTarget(
+                project=p.name,
+                lora=lo.name,
+                category=Category(lo.category),
+                version=v.version,
+                files=[file_public(f) for f in files[v.id or 0]],
+            )
+            for v, lo, p in rows
+        ]
+
+    def _trial_swap(
+        self, rows: list[tuple[Version, Lora, Project]], client: str
+    ) -> list[tuple[Version, Lora, Project]]:
+        trials = {t.lora_id: t for t in self.session.exec(select(Trial).where(Trial.status == "running")).all()}
+        out = []
+        for v, lo, p in rows:
+            trial = trials.get(lo.id or 0)
+            if trial is not None and canary(trial.id or 0, client, trial.share):
+                v = self.session.get(Version, trial.version_id) or v
+            out.append((v, lo, p))
+        return out
+
+    def last_event_id(self) -> int:
+        return self.session.exec(select(func.max(Event.id))).one() or 0

@@ -1,0 +1,86 @@
+"""Phases 1 and 2: evaluation results recorded for the files they were made on, and the gate's view."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import col, select
+
+from registry.db.tables import Evaluation, Lora, Version
+from registry.domain.access import Action
+from registry.domain.clock import as_utc, utcnow
+from registry.domain.errors import Conflict
+from registry.domain.eval_schemas import (
+    EvaluationIn,
+    EvaluationPublic,
+    GateStatus,
+)
+from registry.services.gate import gate_status, version_digest
+from registry.services.lookups import (
+    lora_and_version,
+    record_event,
+)
+from registry.services.scope import Service
+
+__all__ = ["EvidenceService"]
+
+
+class EvidenceService(Service):
+    def digest(self, *, project: str, name: str, version: str) -> str:
+        self.scope.require(project, Action.LORA_READ)
+        _, row = lora_and_version(self.scope, project, name, version)
+        return version_digest(self.session, row.id)
+
+    def record(self, *, project: str, name: str, version: str, result: EvaluationIn) -> EvaluationPublic:
+        """Record a phase 1 or 2 result for the files it was made on; its scores join the version's."""
+        self.scope.require(project, Action.VERSION_EVALUATE)
+        lora, row = lora_and_version(self.scope, project, name, version, lock=True)
+        gate = gate_status(self.session, project, lora, row, self.policy.for_project(project))
+        if result.digest != gate.digest:
+            raise Conflict(
+                f"the evaluated files ({result.digest[:12]}) are not the files of {project}/{name}@{row.version} "
+                f"({gate.digest[:12]})",
+                hint="evaluate the version's own files: `wanlora eval … NAME@VERSION` fetches them",
+            )
+        scores = {k: float(v) for k, v in result.scores.items() if 0 <= v <= 10}
+        evaluation = Evaluation(
+            version_id=row.id or 0, phase=result.phase, digest=result.digest, passed=result.passed,
+            summary=result.summary, scores=scores, details=result.details, created_by=self.principal.user,
+            created_at=utcnow(),
+        )  # fmt: skip
+        self.session.add(evaluation)
+        if scores:
+            row.scores = {**(row.scores or {}), **scores}
+            self.session.add(row)
+        self.session.flush()
+        record_event(self.scope,
+            lora, "evaluated", version=row, reason=result.summary or None,
+            details={"phase": result.phase, "passed": result.passed, "evaluation": evaluation.id, "scores": scores},
+            evaluation_id=str(evaluation.id),
+        )  # fmt: skip
+        return self._public(project, lora, row, evaluation)
+
+    def _public(self, project: str, lora: Lora, v: Version, e: Evaluation) -> EvaluationPublic:
+        return EvaluationPublic(
+            id=e.id or 0, project=project, lora=lora.name, version=v.version, phase=e.phase,  # type: ignore[arg-type]
+            digest=e.digest, passed=e.passed, summary=e.summary, scores=e.scores or {}, details=e.details or {},
+            created_by=e.created_by, created_at=as_utc(e.created_at) or e.created_at,
+        )  # fmt: skip
+
+    def evaluations(self, *, project: str, name: str, version: str) -> list[EvaluationPublic]:
+        self.scope.require(project, Action.LORA_READ)
+        lora, row = lora_and_version(self.scope, project, name, version)
+        rows = self.session.exec(
+            select(Evaluation).where(Evaluation.version_id == row.id).order_by(col(Evaluation.id))
+        ).all()
+        return [self._public(project, lora, row, e) for e in rows]
+
+    def gate(self, *, project: str, name: str, version: str) -> GateStatus:
+        self.scope.require(project, Action.LORA_READ)
+        lora, row = lora_and_version(self.scope, project, name, version)
+        return gate_status(self.session, project, lora, row, self.policy.for_project(project))
+
+    def policy_for(self, *, project: str) -> dict[str, Any]:
+        """The effective policy of a project (the default with the project's overrides)."""
+        self.scope.require(project, Action.LORA_READ)
+        return self.policy.for_project(project).model_dump(mode="json")

@@ -1,0 +1,5 @@
+"""ComfyUI sync: the current versions a host may see, under stable names in its LoRA folder."""
+
+from registry.sync.comfyui import SyncReport, loras_dir, sync_comfyui, watch_comfyui
+
+__all__ = ["SyncReport", "loras_dir", "sync_comfyui", "watch_comfyui"]
