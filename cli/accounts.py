@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from cli import render
-from cli.app import (
-    Group,
-    JsonOpt,
-    app,
-    backend,
-)
+from cli.app import JsonOpt, backend, command_group
 from registry.domain.accounts import parse_duration
 
-user_app = typer.Typer(cls=Group, help="Users (admins of every project only).", no_args_is_help=True)
-token_app = typer.Typer(cls=Group, help="API tokens: one role in one project each.", no_args_is_help=True)
-app.add_typer(user_app, name="user")
-app.add_typer(token_app, name="token")
+user_app = command_group("user", "Users (admins of every project only).")
+token_app = command_group("token", "API tokens: one role in one project each.")
 
 # -- users and tokens ------------------------------------------------------------------------------
 
@@ -37,11 +29,8 @@ def user_list(as_json: JsonOpt = False) -> None:
     """List users."""
     with backend() as wl, wl.accounts(write=False) as acc:
         users = acc.list_users()
-    if as_json:
-        render.emit_json(users)
-    else:
-        for u in users:
-            render.console.print(f"{u.name}  (added by {u.created_by} on {u.created_at:%Y-%m-%d})")
+    lines = (f"{u.name}  (added by {u.created_by} on {u.created_at:%Y-%m-%d})" for u in users)
+    render.output(users, as_json, lambda: "\n".join(lines))
 
 
 @token_app.command("create")
@@ -62,8 +51,7 @@ def token_create(
     else:
         until = f", expires {created.expires_at:%Y-%m-%d %H:%M} UTC" if created.expires_at else ""
         render.console.print(f"token {created.id} for {created.user}: {created.role} in {created.project}{until}")
-        render.console.print("store it now, it is not shown again:", style="bold yellow")
-        sys.stdout.write(created.token + "\n")
+        render.secret("store it now, it is not shown again:", created.token)
 
 
 @token_app.command("list")
@@ -71,10 +59,7 @@ def token_list(as_json: JsonOpt = False) -> None:
     """List the tokens you may manage (never their secrets)."""
     with backend() as wl, wl.accounts(write=False) as acc:
         tokens = acc.list_tokens()
-    if as_json:
-        render.emit_json(tokens)
-    else:
-        render.console.print(render.tokens_table(tokens))
+    render.output(tokens, as_json, lambda: render.tokens_table(tokens))
 
 
 @token_app.command("revoke")

@@ -53,6 +53,13 @@ ReasonOpt = Annotated[str | None, typer.Option("--reason", "-r", help="Why; reco
 _overrides: dict[str, str] = {}
 
 
+def command_group(name: str, help: str, *, no_args_is_help: bool = True) -> typer.Typer:
+    """A subcommand group (``wanlora NAME …``), registered on the app, with the app's error handling."""
+    group = typer.Typer(cls=Group, help=help, no_args_is_help=no_args_is_help)
+    app.add_typer(group, name=name)
+    return group
+
+
 @app.callback()
 def _root(
     server: Annotated[
@@ -101,6 +108,14 @@ def train_extra_missing(what: str) -> InvalidInput:
 def split_ref(ref: str) -> tuple[str, str | None]:
     name, _, version = ref.partition("@")
     return name, version or None
+
+
+def exact_ref(ref: str, hint: str = "use NAME@VERSION") -> tuple[str, str]:
+    """NAME@VERSION, where the command needs the version."""
+    name, version = split_ref(ref)
+    if version is None:
+        raise InvalidInput(f"{ref!r} names no version", hint=hint)
+    return name, version
 
 
 def parse_scores(items: list[str] | None) -> dict[str, float]:

@@ -10,14 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cli import render
-from cli.app import (
-    JsonOpt,
-    ProjectOpt,
-    app,
-    backend,
-    project_of,
-    split_ref,
-)
+from cli.app import JsonOpt, ProjectOpt, app, backend, project_of, split_ref
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import inspect_lora
 
@@ -57,10 +50,7 @@ def show(
             if version
             else reg.get_lora(project=proj, name=name)
         )
-    if as_json:
-        render.emit_json(data)
-    else:
-        render.console.print(render.version_view(data) if version else render.lora_view(data))
+    render.output(data, as_json, lambda: render.version_view(data) if version else render.lora_view(data))
 
 
 @app.command()
@@ -74,10 +64,7 @@ def history(
     with backend() as wl, wl.registry(write=False) as reg:
         proj = project_of(wl, project)
         events = reg.history(project=proj, name=name, limit=limit)
-    if as_json:
-        render.emit_json(events)
-    else:
-        render.console.print(render.history_table(events, f"history of {proj}/{name or '*'}"))
+    render.output(events, as_json, lambda: render.history_table(events, f"history of {proj}/{name or '*'}"))
 
 
 @app.command()
@@ -91,10 +78,7 @@ def diff(
     """Compare two versions: hyperparameters, dataset, scores, files and changelog."""
     with backend() as wl, wl.registry(write=False) as reg:
         result = reg.diff(project=project_of(wl, project), name=name, old=old, new=new)
-    if as_json:
-        render.emit_json(result)
-    else:
-        render.console.print(render.diff_table(result))
+    render.output(result, as_json, lambda: render.diff_table(result))
 
 
 @app.command()

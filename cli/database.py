@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import typer
-
 from cli import render
-from cli.app import (
-    Group,
-    JsonOpt,
-    app,
-    backend,
-)
+from cli.app import JsonOpt, backend, command_group
 
-db_app = typer.Typer(cls=Group, help="Database schema: upgrade and status.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
+db_app = command_group("db", "Database schema: upgrade and status.")
 
 # -- database --------------------------------------------------------------------------------------
 

@@ -9,15 +9,10 @@ import typer
 from rich.markup import escape
 
 from cli import render
-from cli.app import (
-    Group,
-    JsonOpt,
-    app,
-)
+from cli.app import JsonOpt, command_group
 from registry.domain.errors import InvalidInput
 
-dataset_app = typer.Typer(cls=Group, help="Training datasets: check (and prepare).", no_args_is_help=True)
-app.add_typer(dataset_app, name="dataset")
+dataset_app = command_group("dataset", "Training datasets: check (and prepare).")
 
 # -- datasets --------------------------------------------------------------------------------------
 

@@ -12,28 +12,23 @@ from rich.table import Table
 
 from cli import render
 from cli.app import (
-    Group,
     JsonOpt,
     ProjectOpt,
     ReasonOpt,
     app,
     backend,
+    command_group,
+    exact_ref,
     hub_offline,
     project_of,
     split_ref,
     train_extra_missing,
 )
-from registry.domain.errors import InvalidInput
 from registry.domain.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
 
-eval_app = typer.Typer(
-    cls=Group, help="Phases 1 and 2: technical validation and quality assessment.", no_args_is_help=True
-)
-trial_app = typer.Typer(cls=Group, help="Phase 3: a candidate on a sticky share of ComfyUI jobs.", no_args_is_help=True)
-policy_app = typer.Typer(cls=Group, help="The evaluation policy (phases required, thresholds).", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
-app.add_typer(trial_app, name="trial")
-app.add_typer(policy_app, name="policy")
+eval_app = command_group("eval", "Phases 1 and 2: technical validation and quality assessment.")
+trial_app = command_group("trial", "Phase 3: a candidate on a sticky share of ComfyUI jobs.")
+policy_app = command_group("policy", "The evaluation policy (phases required, thresholds).")
 
 RefArg = Annotated[str, typer.Argument(help="NAME@VERSION (NAME alone: the latest version).")]
 TinyOpt = Annotated[bool, typer.Option("--tiny", help="Tiny random models on CPU (tests, demo).")]
@@ -206,9 +201,7 @@ def trial_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Serve a testing version to a sticky share of jobs (admin); phases 1 and 2 must have passed."""
-    name, version = split_ref(ref)
-    if version is None:
-        raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION")
+    name, version = exact_ref(ref)
     with backend() as wl, wl.evaluation() as ev:
         trial = ev.start_trial(project=project_of(wl, project), name=name, version=version, share=share, reason=reason)
     render.emit_json(trial) if as_json else render.console.print(trial_view(trial))
@@ -250,9 +243,7 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """A ComfyUI host reports one job's outcome; a running trial is judged again at once."""
-    name, version = split_ref(ref)
-    if version is None:
-        raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION: the version the job used")
+    name, version = exact_ref(ref, "use NAME@VERSION: the version the job used")
     outcome = ReportIn(job_id=job, success=success, rating=rating, seconds=seconds, client_id=client_id, error=error)
     with backend() as wl, wl.evaluation() as ev:
         trial = ev.report(project=project_of(wl, project), name=name, version=version, outcome=outcome)

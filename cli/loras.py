@@ -10,23 +10,23 @@ import typer
 
 from cli import render
 from cli.app import (
-    Group,
     JsonOpt,
     ProjectOpt,
     ReasonOpt,
     app,
     backend,
     byte_progress,
+    command_group,
+    exact_ref,
     parse_scores,
     project_of,
-    split_ref,
 )
-from registry.domain.errors import InvalidInput
 from registry.domain.register import RegisterRequest
 from registry.domain.wan import BASE_MODELS
 
-lora_app = typer.Typer(cls=Group, help="Create and inspect LoRAs (the named adapters that own versions).")
-app.add_typer(lora_app, name="lora")
+lora_app = command_group(
+    "lora", "Create and inspect LoRAs (the named adapters that own versions).", no_args_is_help=False
+)
 
 # -- LoRAs -----------------------------------------------------------------------------------------
 
@@ -51,10 +51,9 @@ def lora_create(
             trigger_words=trigger or [],
             description=description,
         )
-    if as_json:
-        render.emit_json(lora)
-    else:
-        render.console.print(f"created {lora.project}/{lora.name} ({lora.category.value}, {lora.base_model})")
+    render.output(
+        lora, as_json, lambda: f"created {lora.project}/{lora.name} ({lora.category.value}, {lora.base_model})"
+    )
 
 
 # -- register and lifecycle ------------------------------------------------------------------------
@@ -122,10 +121,7 @@ def _transition(action: Callable[..., Any], as_json: bool, message: Callable[[An
     with backend() as wl, wl.registry() as reg:
         kwargs["project"] = project_of(wl, kwargs.get("project"))
         result = action(reg, **kwargs)
-    if as_json:
-        render.emit_json(result)
-    else:
-        render.console.print(message(result))
+    render.output(result, as_json, lambda: message(result))
 
 
 @app.command()
@@ -204,9 +200,7 @@ def annotate(
     as_json: JsonOpt = False,
 ) -> None:
     """Record test scores or known issues on a version (an event in the log)."""
-    name, version = split_ref(ref)
-    if version is None:
-        raise InvalidInput(f"{ref!r} names no version", hint="use NAME@VERSION")
+    name, version = exact_ref(ref)
     _transition(
         lambda reg, **kw: reg.annotate(**kw),
         as_json,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
@@ -28,6 +28,21 @@ def emit_json(data: Any, *, lines: bool = False) -> None:
     elif isinstance(data, list):
         data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
     sys.stdout.write(json.dumps(data, indent=None if lines else 2, default=str) + "\n")
+
+
+def output(data: Any, as_json: bool, human: Callable[[], Any]) -> None:
+    """``data`` as JSON with --json, else what ``human()`` draws of it (a table, or lines of text)."""
+    if as_json:
+        emit_json(data)
+    elif (shown := human()) != "":
+        console.print(shown)
+
+
+def secret(label: str, value: str) -> None:
+    """A secret shown once: the warning on the console, the value alone on stdout (for scripts)."""
+    console.print(label, style="bold yellow")
+    sys.stdout.write(value + "\n")
+    sys.stdout.flush()
 
 
 def _status(status: str) -> str:

@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from cli import render
-from cli.app import (
-    app,
-    settings,
-)
+from cli.app import app, settings
 from registry.domain.errors import InvalidInput
 
 
@@ -36,9 +32,7 @@ def serve(
     first = bootstrap(config)
     if first is not None:
         render.console.print("first start: created user [bold]admin[/] with a token for every project.")
-        render.console.print("store it now, it is not shown again:", style="bold yellow")
-        sys.stdout.write(first.token + "\n")
-        sys.stdout.flush()
+        render.secret("store it now, it is not shown again:", first.token)
     uvicorn.run(
         "api.main:create_app",
         factory=True,

@@ -10,11 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from cli import render
-from cli.app import (
-    app,
-    backend,
-    byte_progress,
-)
+from cli.app import app, backend, byte_progress
 from registry.domain.errors import InvalidInput
 from registry.sync.comfyui import SyncReport, sync_comfyui, watch_comfyui
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Annotated
 
 import typer
 
 from cli import render
-from cli.app import (
-    Group,
-    JsonOpt,
-    app,
-    backend,
-)
+from cli.app import JsonOpt, backend, command_group
 
-webhook_app = typer.Typer(cls=Group, help="Signed notifications of register, promote, rollback, deprecate.")
-app.add_typer(webhook_app, name="webhook")
+webhook_app = command_group(
+    "webhook", "Signed notifications of register, promote, rollback, deprecate.", no_args_is_help=False
+)
 
 # -- webhooks --------------------------------------------------------------------------------------
 
@@ -42,8 +37,7 @@ def webhook_add(
         render.console.print(
             f"webhook {created.id} → {created.url} for {', '.join(created.events)} in {created.project}"
         )
-        render.console.print("signing secret (shown once):", style="bold yellow")
-        sys.stdout.write(created.secret + "\n")
+        render.secret("signing secret (shown once):", created.secret)
 
 
 @webhook_app.command("list")
@@ -51,12 +45,10 @@ def webhook_list(as_json: JsonOpt = False) -> None:
     """List webhooks."""
     with backend() as wl, wl.webhooks(write=False) as hooks:
         rows = hooks.list_webhooks()
-    if as_json:
-        render.emit_json(rows)
-    else:
-        for h in rows:
-            state = "" if h.active else " [dim](removed)[/]"
-            render.console.print(f"{h.id}  {h.url}  {h.project}  {','.join(h.events)}{state}")
+    lines = (
+        f"{h.id}  {h.url}  {h.project}  {','.join(h.events)}{'' if h.active else ' [dim](removed)[/]'}" for h in rows
+    )
+    render.output(rows, as_json, lambda: "\n".join(lines))
 
 
 @webhook_app.command("remove")
@@ -76,7 +68,4 @@ def webhook_deliveries(
     """The delivery log: status, attempts, last answer."""
     with backend() as wl, wl.webhooks(write=False) as hooks:
         rows = hooks.deliveries(webhook_id=webhook, limit=limit)
-    if as_json:
-        render.emit_json(rows)
-    else:
-        render.console.print(render.deliveries_table(rows))
+    render.output(rows, as_json, lambda: render.deliveries_table(rows))

@@ -59,15 +59,9 @@ class RemoteRegistry:
         return [LoraSummary.model_validate(r) for r in rows]
 
     def create_lora(
-        self,
-        *,
-        project: str,
-        name: str,
-        category: str,
-        base_model: str,
-        trigger_words: Iterable[str] = (),
+        self, *, project: str, name: str, category: str, base_model: str, trigger_words: Iterable[str] = (),
         description: str = "",
-    ) -> LoraPublic:
+    ) -> LoraPublic:  # fmt: skip
         body = {
             "name": name,
             "category": category,
@@ -112,14 +106,9 @@ class RemoteRegistry:
         return self._transition(f"{lora_path(project, name)}/versions/{quote(version)}/deprecate", reason)
 
     def annotate(
-        self,
-        *,
-        project: str,
-        name: str,
-        version: str,
-        scores: Mapping[str, float] | None = None,
+        self, *, project: str, name: str, version: str, scores: Mapping[str, float] | None = None,
         known_issues: str | None = None,
-    ) -> VersionPublic:
+    ) -> VersionPublic:  # fmt: skip
         body = {"scores": dict(scores or {}), "known_issues": known_issues}
         path = f"{lora_path(project, name)}/versions/{quote(version)}/annotations"
         return VersionPublic.model_validate(self.http.call("POST", path, json=body))

@@ -79,6 +79,12 @@ class Database:
             if current is None and empty:
                 self.upgrade()
                 return
+            # Another process may have created the schema between the two reads above (the tables and
+            # alembic_version are committed together): read the revision again before refusing.
+            current = self.current_revision()
+            if current == head:
+                self._checked = True
+                return
             raise SchemaOutdated(
                 f"the database at {self.safe_url} is at schema revision {current or 'none'}, this wanlora needs {head}",
                 hint="back it up, then run `wanlora db upgrade`",

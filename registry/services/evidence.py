@@ -10,16 +10,9 @@ from registry.db.tables import Evaluation, Lora, Version
 from registry.domain.access import Action
 from registry.domain.clock import as_utc, utcnow
 from registry.domain.errors import Conflict
-from registry.domain.eval_schemas import (
-    EvaluationIn,
-    EvaluationPublic,
-    GateStatus,
-)
+from registry.domain.eval_schemas import EvaluationIn, EvaluationPublic, GateStatus
 from registry.services.gate import gate_status, version_digest
-from registry.services.lookups import (
-    lora_and_version,
-    record_event,
-)
+from registry.services.lookups import lora_and_version, record_event
 from registry.services.scope import Service
 
 __all__ = ["EvidenceService"]

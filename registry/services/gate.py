@@ -10,10 +10,7 @@ from sqlmodel import Session, col, select
 from registry.db.tables import Evaluation, Lora, Trial, Version, VersionFile
 from registry.domain.digests import files_digest
 from registry.domain.errors import GateRefused
-from registry.domain.eval_schemas import (
-    GateStatus,
-    PhaseState,
-)
+from registry.domain.eval_schemas import GateStatus, PhaseState
 from registry.domain.policy import PHASE_NUMBER, PHASES, ProjectPolicy
 
 __all__ = ["gate_status", "refusal", "version_digest"]

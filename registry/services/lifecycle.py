@@ -53,15 +53,9 @@ class LifecycleService(Service):
         return visible_version(self.scope, project=project, name=name, version=version)
 
     def create_lora(
-        self,
-        *,
-        project: str,
-        name: str,
-        category: str,
-        base_model: str,
-        trigger_words: Iterable[str] = (),
+        self, *, project: str, name: str, category: str, base_model: str, trigger_words: Iterable[str] = (),
         description: str = "",
-    ) -> LoraPublic:
+    ) -> LoraPublic:  # fmt: skip
         check_name(name, "LoRA name")
         self.scope.require(project, Action.LORA_CREATE)
         cat = parse_category(category)
@@ -199,14 +193,9 @@ class LifecycleService(Service):
         return self._result(project=project, name=name, version=row.version)
 
     def annotate(
-        self,
-        *,
-        project: str,
-        name: str,
-        version: str,
-        scores: Mapping[str, float] | None = None,
+        self, *, project: str, name: str, version: str, scores: Mapping[str, float] | None = None,
         known_issues: str | None = None,
-    ) -> VersionPublic:
+    ) -> VersionPublic:  # fmt: skip
         self.scope.require(project, Action.VERSION_EVALUATE)
         _, lora = lora_row(self.scope, project, name, lock=True)
         row = version_row(self.scope, lora, version, project)

@@ -12,15 +12,8 @@ from sqlmodel import Session, col, func
 from registry.db.tables import TrialReport, Version
 from registry.domain.access import Action
 from registry.domain.clock import as_utc, utcnow
-from registry.domain.eval_schemas import (
-    Metrics,
-    ReviewItem,
-)
-from registry.services.lookups import (
-    current_rows,
-    lora_row,
-    versions_of,
-)
+from registry.domain.eval_schemas import Metrics, ReviewItem
+from registry.services.lookups import current_rows, lora_row, versions_of
 from registry.services.scope import Service
 
 __all__ = ["MonitoringService", "version_metrics"]

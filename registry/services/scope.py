@@ -21,18 +21,11 @@ class Scope:
     """The principal and the policy are fixed for a unit of work, so each (project, action) answer is
     asked of casbin once: listing or syncing 1,000 LoRAs does not mean thousands of enforcements."""
 
-    def __init__(
-        self,
-        session: Session,
-        *,
-        principal: Principal,
-        authorizer: Authorizer | None = None,
-        policy: Policy | None = None,
-    ) -> None:
+    def __init__(self, session: Session, principal: Principal, authz: Authorizer | None, policy: Policy | None) -> None:
         self.session = session
         self.principal = principal
         self.policy = policy or Policy()
-        self.authz = authorizer or default_authorizer()
+        self.authz = authz or default_authorizer()
         self._allowed: dict[tuple[str, Action], bool] = {}
 
     @property
@@ -68,7 +61,7 @@ class Service:
         authorizer: Authorizer | None = None,
         policy: Policy | None = None,
     ) -> None:
-        self.scope = Scope(session, principal=principal, authorizer=authorizer, policy=policy)
+        self.scope = Scope(session, principal, authorizer, policy)
         self.session = session
         self.principal = principal
         self.policy = self.scope.policy

@@ -11,19 +11,10 @@ from registry.domain.clock import as_utc, utcnow
 from registry.domain.digests import canary
 from registry.domain.enums import Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from registry.domain.eval_schemas import (
-    Pick,
-    ReportIn,
-    TrialPublic,
-)
+from registry.domain.eval_schemas import Pick, ReportIn, TrialPublic
 from registry.services.gate import gate_status, refusal
 from registry.services.lifecycle import LifecycleService
-from registry.services.lookups import (
-    current_version,
-    lora_and_version,
-    lora_row,
-    record_event,
-)
+from registry.services.lookups import current_version, lora_and_version, lora_row, record_event
 from registry.services.monitoring import version_metrics
 from registry.services.scope import Service
 
