@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import sqlite3
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
+from sqlalchemy import event
 
 from registry.backends.local import Wanlora
 from registry.blobs.local import LocalStore
 from registry.blobs.s3 import S3Store
 from registry.db.engine import Database
 from registry.domain.policy import Policy
+
+# Under pytest-xdist every worker is a process of its own: one thread each for torch's kernels, so
+# that two workers on two cores do not fight over them (the tensors computed are the same).
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 # Nothing may download at run time: hub libraries go offline before they are imported.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -58,17 +69,80 @@ if os.environ.get("CI") and not PG_AVAILABLE and not os.environ.get("WANLORA_TES
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.skipif(not PG_AVAILABLE, reason="no PostgreSQL"))]
 
 
+class SchemaTemplates:
+    """The head schema, built once per test process by the real migrations, then laid into each
+    test's fresh database: a copied file on SQLite, the recorded DDL replayed on PostgreSQL. The
+    migrations themselves run on empty databases in tests marked ``empty_database``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._sqlite: Path | None = None
+        self._postgresql: str | None = None
+
+    def sqlite(self) -> Path:
+        if self._sqlite is None:
+            path = self.folder / "template.db"
+            database = Database(f"sqlite:///{path}")
+            database.upgrade()
+            database.dispose()
+            with contextlib.closing(sqlite3.connect(path)) as conn:
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # everything in the one file we copy
+            self._sqlite = path
+        return self._sqlite
+
+    def postgresql(self) -> str:
+        """The statements the migrations executed (reads left out), as one script."""
+        if self._postgresql is None:
+            schema = f"tpl_{uuid.uuid4().hex[:12]}"
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(f"CREATE SCHEMA {schema}")
+            database = Database(_pg_url(schema))
+            statements: list[str] = []
+
+            @event.listens_for(database.engine, "before_cursor_execute")
+            def _record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+                if not statement.lstrip().upper().startswith("SELECT"):
+                    assert not parameters, f"a migration statement with parameters cannot be replayed: {statement}"
+                    statements.append(statement)
+
+            try:
+                database.upgrade()
+            finally:
+                database.dispose()
+                with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                    conn.execute(f"DROP SCHEMA {schema} CASCADE")
+            self._postgresql = ";\n".join(statements)
+        return self._postgresql
+
+
+@pytest.fixture(scope="session")
+def schema_templates(tmp_path_factory: pytest.TempPathFactory) -> SchemaTemplates:
+    return SchemaTemplates(tmp_path_factory.mktemp("schema"))
+
+
+def _pg_url(schema: str) -> str:
+    return f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+
+
 @pytest.fixture
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def database_url(request: pytest.FixtureRequest, tmp_path: Path, schema_templates: SchemaTemplates) -> Iterator[str]:
+    """A fresh database of its own for the test, at the head schema (empty with ``empty_database``)."""
     backend = getattr(request, "param", "sqlite")
+    migrated = request.node.get_closest_marker("empty_database") is None
     if backend == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
+        path = tmp_path / "registry.db"
+        if migrated:
+            shutil.copyfile(schema_templates.sqlite(), path)
+        yield f"sqlite:///{path}"
         return
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(PG_DSN, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
+    if migrated:
+        with psycopg.connect(PG_DSN, options=f"-csearch_path={schema}") as conn:
+            conn.execute(schema_templates.postgresql().encode())
     try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
+        yield _pg_url(schema)
     finally:
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -77,7 +151,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 @pytest.fixture
 def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
-    database.upgrade()
+    database.ensure_schema()  # migrates an empty database, checks a migrated one
     yield database
     database.dispose()
 

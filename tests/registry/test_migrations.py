@@ -13,7 +13,8 @@ from registry.db.engine import Database
 from registry.domain.errors import SchemaOutdated
 from tests.conftest import BACKENDS
 
-pytestmark = pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+# The migrations themselves, on empty databases (other tests get the head schema from a template).
+pytestmark = [pytest.mark.parametrize("database_url", BACKENDS, indirect=True), pytest.mark.empty_database]
 
 
 def test_migrations_build_exactly_the_models_schema(db: Database) -> None:
