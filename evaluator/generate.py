@@ -89,6 +89,10 @@ class Generator:
 
     # -- adapters -----------------------------------------------------------------------------------
 
+    def has_lora(self, name: str) -> bool:
+        """Whether an adapter of that name is loaded (versions sharing a generator load each once)."""
+        return name in self._adapters
+
     def add_lora(self, name: str, files: dict[str, Path]) -> None:
         """Load one version (``{"single": path}`` or ``{"high_noise": …, "low_noise": …}``) as adapter
         ``name`` on the matching experts."""

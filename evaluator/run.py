@@ -135,7 +135,7 @@ def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Pr
     out = req.out / label.replace("@", "-")
     tiny_counts = {"technical": 3, "quality": 4}
     structure = check_structure(files, base_model, policy.technical)
-    if all(c.passed for c in structure) and adapter not in generator._adapters:
+    if all(c.passed for c in structure) and not generator.has_lora(adapter):
         generator.add_lora(adapter, files)
     for phase in phases:
         if req.prompts_file:
@@ -153,7 +153,7 @@ def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Pr
             if previous is not None and previous_files is not None:
                 try:
                     name = "p" + files_digest((f.role.value, f.sha256) for f in previous.files)[:12]
-                    if name not in generator._adapters:
+                    if not generator.has_lora(name):
                         generator.add_lora(name, previous_files)
                     prev = (name, float(previous.scores.get("best_strength", 1.0)))
                 except (WanloraError, ValueError, KeyError) as exc:  # an older file the base cannot load

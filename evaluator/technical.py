@@ -144,7 +144,7 @@ def run_technical(
     result.checks = list(structure) if structure is not None else check_structure(files, base_model, policy)
     if not result.passed:
         return result
-    if adapter not in generator._adapters:
+    if not generator.has_lora(adapter):
         generator.add_lora(adapter, files)
 
     strengths = policy.strengths

@@ -131,3 +131,39 @@ def test_sizes_fit_in_a_head() -> None:
                         f"{rel}: function {node.name} has {_span(node)} lines (at most {MAX_FUNCTION_LINES})"
                     )
     assert problems == []
+
+
+def test_both_backends_offer_every_call_of_the_contract() -> None:
+    """mypy proves the contract in CI (``open_backend`` returns either backend as a ``Backend``); this
+    says the same in a second, by name and keyword parameters, for every part of the contract."""
+    import inspect
+
+    from registry.backends import contract
+    from registry.backends.local import Wanlora
+    from registry.backends.remote import RemoteAccounts, RemoteEvaluation, RemoteRegistry, RemoteWanlora, RemoteWebhooks
+    from registry.services.accounts import AccountService
+    from registry.services.evaluation import EvaluationService
+    from registry.services.registry import RegistryService
+    from registry.services.webhooks import WebhookService
+
+    parts = {
+        contract.Backend: (Wanlora, RemoteWanlora),
+        contract.RegistryOps: (RegistryService, RemoteRegistry),
+        contract.EvaluationOps: (EvaluationService, RemoteEvaluation),
+        contract.AccountOps: (AccountService, RemoteAccounts),
+        contract.WebhookOps: (WebhookService, RemoteWebhooks),
+    }
+    missing = []
+    for protocol, implementations in parts.items():
+        calls = {n: f for n, f in vars(protocol).items() if inspect.isfunction(f) and not n.startswith("_")}
+        assert calls, protocol
+        for implementation in implementations:
+            for name, call in calls.items():
+                got = getattr(implementation, name, None)
+                if got is None:
+                    missing.append(f"{implementation.__name__}.{name}")
+                elif set(inspect.signature(call).parameters) != set(inspect.signature(got).parameters):
+                    missing.append(
+                        f"{implementation.__name__}.{name}{inspect.signature(got)} ≠ {inspect.signature(call)}"
+                    )
+    assert missing == []
