@@ -6,18 +6,12 @@ registers itself on the app when imported here.
 
 from __future__ import annotations
 
-from cli import (  # noqa: F401  (each registers its commands on the app)
-    accounts,
-    catalogue,
-    database,
-    datasets,
-    evaluation,
-    loras,
-    server,
-    sync,
-    train,
-    webhooks,
-)
+# isort: off
+# Each module registers its commands on the app; this order is the order of `wanlora --help`.
+from cli import database, loras, accounts, webhooks, datasets  # noqa: F401
+from cli import catalogue, sync, train, server, evaluation  # noqa: F401
+
+# isort: on
 from cli.app import app
 
 __all__ = ["app", "main"]
