@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.tree import Tree
 
@@ -209,6 +210,7 @@ def sync_summary(report: SyncReport) -> str:
                 ("stale", report.stale),
                 ("unknown", report.unknown),
                 ("conflicts", report.conflicts),
+                ("sidecars to write", report.sidecars_missing),
             )
             if items
         ]
@@ -217,8 +219,14 @@ def sync_summary(report: SyncReport) -> str:
         f"copied {len(report.copied)} ({_size(report.bytes_copied)}), removed {len(report.removed)}, "
         f"unchanged {len(report.unchanged)}"
     )
+    if report.sidecars_written or report.sidecars_removed:
+        text += f"; sidecars written {len(report.sidecars_written)}, removed {len(report.sidecars_removed)}"
     if report.conflicts:
         text += f", [red]left alone {len(report.conflicts)} unmanaged file(s) in the way[/]"
+    if report.comfyui_freed:
+        text += "; ComfyUI dropped its caches"
+    elif report.comfyui_error:
+        text += f"; [yellow]{escape(report.comfyui_error)}[/] (the files are in place; restart ComfyUI or free it)"
     return text
 
 

@@ -13,6 +13,7 @@ from cli import render
 from cli.app import app, backend, byte_progress
 from registry.domain.errors import InvalidInput
 from registry.sync.comfyui import SyncReport, sync_comfyui, watch_comfyui
+from registry.sync.notify import check_comfyui_url, free_comfyui
 
 # -- ComfyUI sync ----------------------------------------------------------------------------------
 
@@ -21,7 +22,10 @@ from registry.sync.comfyui import SyncReport, sync_comfyui, watch_comfyui
 def sync(
     comfyui: Annotated[Path, typer.Option("--comfyui", help="The ComfyUI folder.")],
     project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
-    pin: Annotated[bool, typer.Option("--pin", help="Also keep NAME@VERSION files of current versions.")] = False,
+    pin: Annotated[
+        bool | None,
+        typer.Option("--pin/--no-pin", help="Also keep NAME@VERSION files (remembered; default: as last time)."),
+    ] = None,
     check: Annotated[bool, typer.Option("--check", help="Report drift, change nothing (exit 1 on drift).")] = False,
     verify: Annotated[bool, typer.Option("--verify", help="Hash every file instead of trusting size+mtime.")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="Keep running; apply promotions and rollbacks.")] = False,
@@ -36,11 +40,21 @@ def sync(
             help="This host's id: it then takes part in trials and gets a candidate for its sticky share.",
         ),
     ] = None,
+    comfyui_url: Annotated[
+        str | None,
+        typer.Option(
+            "--comfyui-url",
+            envvar="WANLORA_COMFYUI_URL",
+            help="A running ComfyUI (http://127.0.0.1:8188): told to drop its caches after files changed.",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
     if check and watch:
         raise InvalidInput("--check and --watch do not go together")
+    if comfyui_url:
+        comfyui_url = check_comfyui_url(comfyui_url)
     with backend() as wl:
         seen = {"id": 0}
 
@@ -64,9 +78,13 @@ def sync(
 
         def apply(targets: list[Any]) -> SyncReport:
             with byte_progress(not (as_json or watch)) as progress:
-                return sync_comfyui(
+                report = sync_comfyui(
                     targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress
                 )
+            if comfyui_url and report.changed:
+                report.comfyui_error = free_comfyui(comfyui_url)
+                report.comfyui_freed = report.comfyui_error is None
+            return report
 
         if watch:
             render.err_console.print(f"watching the registry; syncing {comfyui} (Ctrl-C to stop)")

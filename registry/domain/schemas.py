@@ -184,10 +184,25 @@ class VersionDiff(BaseModel):
 
 
 class SyncTarget(BaseModel):
-    """One current version as a ComfyUI host sees it."""
+    """One version a ComfyUI host should have: the current one, or a trial's candidate for its share.
+    Besides the files it carries what the host's sidecars and the node pack show (the fields after
+    ``files`` default, so an older server's answer still reads)."""
 
     project: str
     lora: str
     category: Category
     version: str
     files: list[FilePublic]
+    status: Status = Status.CURRENT
+    trial: bool = False  # served as a running trial's candidate, not as the current version
+    base_model: str = ""
+    trigger_words: list[str] = Field(default_factory=list)
+    description: str = ""
+    changelog: str = ""
+    scores: dict[str, float] = Field(default_factory=dict)
+    created_at: datetime | None = None
+
+    @property
+    def recommended_strength(self) -> float | None:
+        """Phase 2's best strength from its sweep, where it ran."""
+        return self.scores.get("best_strength")

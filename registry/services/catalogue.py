@@ -194,14 +194,16 @@ class CatalogueService(Service):
     def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
         """Every current version (optionally of one project) with its files, in one round of queries.
         With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
-        client falls in the trial's share: sticky, so the host keeps the same answer."""
+        client falls in the trial's share (also a LoRA with no current version yet): sticky, so the
+        host keeps the same answer."""
         rows = [
             (v, lo, p)
             for v, lo, p in self.current_rows(project=project, action=Action.ARTIFACT_PULL)
             if self.scope.can(p.name, Action.VERSION_READ_CURRENT)
         ]
+        on_trial: set[int] = set()
         if client:
-            rows = self._trial_swap(rows, client)
+            rows, on_trial = self._trial_swap(rows, client, project)
         files = files_of(self.scope, [v.id or 0 for v, _, _ in rows])
         return [
             SyncTarget(
@@ -210,21 +212,54 @@ class CatalogueService(Service):
                 category=Category(lo.category),
                 version=v.version,
                 files=[file_public(f) for f in files[v.id or 0]],
+                status=Status(v.status),
+                trial=(v.id or 0) in on_trial,
+                base_model=lo.base_model,
+                trigger_words=list(lo.trigger_words or []),
+                description=lo.description,
+                changelog=v.changelog,
+                scores=dict(v.scores or {}),
+                created_at=as_utc(v.created_at),
             )
             for v, lo, p in rows
         ]
 
     def _trial_swap(
-        self, rows: list[tuple[Version, Lora, Project]], client: str
-    ) -> list[tuple[Version, Lora, Project]]:
-        trials = {t.lora_id: t for t in self.session.exec(select(Trial).where(Trial.status == "running")).all()}
+        self, rows: list[tuple[Version, Lora, Project]], client: str, project: str | None
+    ) -> tuple[list[tuple[Version, Lora, Project]], set[int]]:
+        """The rows with each running trial's candidate in place of the current version where the
+        client falls in its share, and the ids of the candidates served."""
+        query = (
+            select(Trial, Lora, Project)
+            .join(Lora, col(Lora.id) == Trial.lora_id)
+            .join(Project, col(Project.id) == Lora.project_id)
+            .where(Trial.status == "running")
+        )
+        if project:
+            query = query.where(Project.name == project)
+        trials = {
+            lo.id: (t, lo, p)
+            for t, lo, p in self.session.exec(query).all()
+            if self.scope.can(p.name, Action.ARTIFACT_PULL) and self.scope.can(p.name, Action.VERSION_READ_CURRENT)
+        }
+        served: set[int] = set()
+
+        def candidate(trial: Trial) -> Version | None:
+            if not canary(trial.id or 0, client, trial.share):
+                return None
+            version = self.session.get(Version, trial.version_id)
+            if version is not None:
+                served.add(version.id or 0)
+            return version
+
         out = []
         for v, lo, p in rows:
-            trial = trials.get(lo.id or 0)
-            if trial is not None and canary(trial.id or 0, client, trial.share):
-                v = self.session.get(Version, trial.version_id) or v
-            out.append((v, lo, p))
-        return out
+            entry = trials.pop(lo.id, None)
+            out.append(((entry and candidate(entry[0])) or v, lo, p))
+        for trial, lo, p in trials.values():  # LoRAs with no current version yet
+            if (version := candidate(trial)) is not None:
+                out.append((version, lo, p))
+        return out, served
 
     def last_event_id(self) -> int:
         return self.session.exec(select(func.max(Event.id))).one() or 0

@@ -32,10 +32,12 @@ from registry.blobs.base import CHUNK, ArtifactSource, fsync_dir
 from registry.domain.digests import file_sha256
 from registry.domain.errors import IntegrityError, InvalidInput
 from registry.domain.schemas import SyncTarget
+from registry.sync.sidecars import content_sha256, sidecars
 
 __all__ = ["SyncReport", "loras_dir", "sync_comfyui", "watch_comfyui"]
 
 MANIFEST = ".wanlora-manifest.json"
+SIDECAR = "sidecar"  # the role of a sidecar's manifest entry
 TMP_PREFIX = ".wanlora-tmp-"
 ROOT = "wanlora"
 Progress = Callable[[str, int, int], None]
@@ -50,6 +52,7 @@ class Wanted:
     lora: str
     version: str
     role: str
+    target: SyncTarget | None = None
 
 
 @dataclass
@@ -66,10 +69,29 @@ class SyncReport:
     conflicts: list[str] = field(default_factory=list)  # a wanted path is taken by an unmanaged file
     checked: bool = False
     bytes_copied: int = 0
+    pinned: bool = False  # NAME@VERSION files kept too (remembered in the manifest)
+    sidecars_written: list[str] = field(default_factory=list)
+    sidecars_removed: list[str] = field(default_factory=list)
+    sidecars_missing: list[str] = field(default_factory=list)  # with check: would be written
+    comfyui_freed: bool | None = None  # with a ComfyUI URL: whether it dropped its caches after a change
+    comfyui_error: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        """Whether a LoRA file came or went (what a running ComfyUI has to hear about)."""
+        return bool(self.copied or self.removed)
 
     @property
     def drift(self) -> bool:
-        return bool(self.missing or self.modified or self.outdated or self.stale or self.unknown or self.conflicts)
+        return bool(
+            self.missing
+            or self.modified
+            or self.outdated
+            or self.stale
+            or self.unknown
+            or self.conflicts
+            or self.sidecars_missing
+        )
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()} | {"drift": self.drift}
@@ -107,7 +129,7 @@ def wanted_files(targets: list[SyncTarget], *, pin: bool) -> dict[str, Wanted]:
                 names.append(f"{t.lora}@{t.version}{suffix}.safetensors")
             for name in names:
                 rel = f"{t.project}/{t.category.value}/{name}"
-                out[rel] = Wanted(rel, f.sha256, f.size, t.project, t.lora, t.version, f.role.value)
+                out[rel] = Wanted(rel, f.sha256, f.size, t.project, t.lora, t.version, f.role.value, t)
     return out
 
 
@@ -119,15 +141,16 @@ def _stat_key(path: Path) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
-def _load_manifest(root: Path) -> dict[str, dict[str, Any]]:
+def _load_manifest(root: Path) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The managed files, and whether the last sync kept pinned files (``--pin`` is remembered)."""
     path = root / MANIFEST
     if not path.exists():
-        return {}
+        return {}, False
     try:
         doc = json.loads(path.read_text())
         files = doc["files"]
-        assert isinstance(files, dict)
-        return files
+        assert isinstance(files, dict) and all(isinstance(e, dict) for e in files.values())
+        return files, bool(doc.get("pin", False))
     except (ValueError, KeyError, AssertionError):
         raise InvalidInput(
             f"{path} is damaged, so wanlora cannot tell which files it manages",
@@ -191,19 +214,21 @@ def sync_comfyui(
     comfyui: Path,
     *,
     project: str | None = None,
-    pin: bool = False,
+    pin: bool | None = None,
     check: bool = False,
     verify: bool = False,
     progress: Progress | None = None,
 ) -> SyncReport:
-    """Bring ``comfyui``'s wanlora folder to ``targets``; with ``check``, only report the drift."""
+    """Bring ``comfyui``'s wanlora folder to ``targets``, sidecars included; with ``check``, only report
+    the drift. ``pin`` (keep NAME@VERSION files too) defaults to what the last sync did."""
     base = loras_dir(comfyui)
     root = base / ROOT
     report = SyncReport(loras_dir=str(base), checked=check)
     if not check:
         root.mkdir(parents=True, exist_ok=True)
-    manifest = _load_manifest(root)
-    wanted = wanted_files(targets, pin=pin)
+    manifest, pinned = _load_manifest(root)
+    report.pinned = pinned if pin is None else pin
+    wanted = wanted_files(targets, pin=report.pinned)
     new_manifest = dict(manifest)
 
     # Leftovers of a killed sync are ours by name; clean them before anything else.
@@ -254,7 +279,7 @@ def sync_comfyui(
         report.bytes_copied += want.size
 
     for rel, entry in sorted(manifest.items()):
-        if rel in wanted or not _managed_scope(entry, project):
+        if rel in wanted or not _managed_scope(entry, project) or entry.get("role") == SIDECAR:
             continue
         path = root / rel
         stat = _stat_key(path)
@@ -269,12 +294,63 @@ def sync_comfyui(
             report.removed.append(rel)
         del new_manifest[rel]
 
+    _sync_sidecars(root, wanted, manifest, new_manifest, report, project=project)
     report.unknown = sorted(rel for rel in on_disk if rel not in manifest and rel not in wanted)
 
-    if not check and new_manifest != manifest:
-        _write_atomic(root / MANIFEST, json.dumps({"version": 1, "files": new_manifest}, indent=1).encode())
+    if not check and (new_manifest != manifest or report.pinned != pinned):
+        doc = {"version": 1, "pin": report.pinned, "files": new_manifest}
+        _write_atomic(root / MANIFEST, json.dumps(doc, indent=1).encode())
         _prune_empty_dirs(root)
     return report
+
+
+def _sync_sidecars(
+    root: Path,
+    wanted: dict[str, Wanted],
+    manifest: dict[str, dict[str, Any]],
+    new_manifest: dict[str, dict[str, Any]],
+    report: SyncReport,
+    *,
+    project: str | None,
+) -> None:
+    """Write the sidecars of every managed LoRA file whose content changed or that are missing;
+    remove those of files that went. An edit by another tool is kept while the version stays."""
+    desired: dict[str, tuple[bytes, Wanted]] = {}
+    for rel, want in wanted.items():
+        entry = new_manifest.get(rel)
+        if want.target is None or entry is None or entry["sha256"] != want.sha256:
+            continue  # not ours on disk (a conflict, say): nothing next to it either
+        for side, data in sidecars(
+            want.target, rel=rel, role=want.role, sha256=want.sha256, size=want.size, path=root / rel
+        ).items():
+            desired[side] = (data, want)
+    for side, (data, want) in sorted(desired.items()):
+        entry = manifest.get(side)
+        path = root / side
+        exists = path.exists()
+        if entry is None and exists:
+            report.conflicts.append(side)  # someone else's file: never touch it
+            continue
+        digest = content_sha256(data)
+        if entry is not None and entry.get("content_sha256") == digest and exists:
+            continue
+        if report.checked:
+            report.sidecars_missing.append(side)
+            continue
+        _write_atomic(path, data)
+        os.chmod(path, 0o644)
+        new_manifest[side] = {
+            "sha256": digest, "content_sha256": digest, "size": len(data), "project": want.project,
+            "lora": want.lora, "version": want.version, "role": SIDECAR, "of": want.relpath,
+        }  # fmt: skip
+        report.sidecars_written.append(side)
+    for side, entry in sorted(manifest.items()):
+        if entry.get("role") != SIDECAR or side in desired or not _managed_scope(entry, project):
+            continue
+        if not report.checked:
+            (root / side).unlink(missing_ok=True)
+            del new_manifest[side]
+            report.sidecars_removed.append(side)
 
 
 def _prune_empty_dirs(root: Path) -> None:
