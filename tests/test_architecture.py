@@ -8,7 +8,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("registry", "cli", "api", "trainer", "evaluator", "migrations")
+PACKAGES = ("registry", "cli", "api", "trainer", "evaluator", "migrations", "comfyui_wanlora")
 MAX_FILE_LINES = 450
 MAX_CLASS_LINES = 400
 MAX_FUNCTION_LINES = 100

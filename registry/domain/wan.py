@@ -76,11 +76,19 @@ BASE_MODELS: dict[str, BaseModel] = {
         # Tiny random models (trainer tests and the demo on CPU): the real layout at toy sizes.
         BaseModel("wan-tiny", 16, 32, 2, 16, experts=False, text_dim=32, freq_dim=32),
         BaseModel("wan-tiny-a14b", 16, 32, 2, 16, experts=True, text_dim=32, freq_dim=32),
+        # The smallest WAN DiT that ComfyUI's model detection recognises (dim ≥ 128): node-pack tests.
+        BaseModel("wan-tiny-comfy", 128, 256, 1, 16, experts=False),
+        BaseModel("wan-tiny-comfy-a14b", 128, 256, 1, 16, experts=True),
     )
 }
 
 # The boundary (fraction of the 1000 training timesteps) at and above which the high-noise expert runs.
-EXPERT_BOUNDARY = {"wan2.2-t2v-a14b": 0.875, "wan2.2-i2v-a14b": 0.9, "wan-tiny-a14b": 0.875}
+EXPERT_BOUNDARY = {
+    "wan2.2-t2v-a14b": 0.875,
+    "wan2.2-i2v-a14b": 0.9,
+    "wan-tiny-a14b": 0.875,
+    "wan-tiny-comfy-a14b": 0.875,
+}
 
 
 def base_model(name: str) -> BaseModel:
