@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.tree import Tree
 
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+from registry.sync.agent import AgentPass
 from registry.sync.comfyui import SyncReport
 
 console = Console()
@@ -195,6 +196,19 @@ def _fmt(value: Any) -> str:
     if value is None:
         return "[dim]—[/]"
     return json.dumps(value) if isinstance(value, list | dict) else str(value)
+
+
+def agent_summary(outcome: AgentPass) -> str:
+    text = f"jobs: {outcome.seen} new, {outcome.sent} reported"
+    if outcome.duplicates:
+        text += f", {outcome.duplicates} known already"
+    if outcome.waiting:
+        text += f", [yellow]{outcome.waiting} waiting for the registry[/]"
+    for dropped in outcome.dropped:
+        text += f"\n[yellow]not reported[/]: {escape(dropped)}"
+    if outcome.error:
+        text += f"\n[yellow]{escape(outcome.error)}[/]"
+    return text
 
 
 def sync_summary(report: SyncReport) -> str:

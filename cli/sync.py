@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import threading
+from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cli import render
-from cli.app import app, backend, byte_progress
+from cli.app import app, backend, byte_progress, settings
+from registry.backends.contract import Backend
 from registry.domain.errors import InvalidInput
-from registry.sync.comfyui import SyncReport, sync_comfyui, watch_comfyui
+from registry.domain.eval_schemas import ReportIn
+from registry.sync.agent import AgentPass, ReportAgent
+from registry.sync.comfyui import SyncReport, loras_dir, sync_comfyui, watch_comfyui
 from registry.sync.notify import check_comfyui_url, free_comfyui
 
 # -- ComfyUI sync ----------------------------------------------------------------------------------
@@ -48,6 +54,14 @@ def sync(
             help="A running ComfyUI (http://127.0.0.1:8188): told to drop its caches after files changed.",
         ),
     ] = None,
+    report_from: Annotated[
+        str | None,
+        typer.Option(
+            "--report-from",
+            help="Follow this ComfyUI's /history and report each finished job with a managed LoRA (phase 3).",
+        ),
+    ] = None,
+    report_interval: Annotated[float, typer.Option("--report-interval", help="Seconds between history reads.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
@@ -67,15 +81,6 @@ def sync(
             # a long poll of the server's change feed, or the embedded log read every --interval
             return wl.wait_for_change(seen["id"], poll=interval)
 
-        def show(report: SyncReport) -> None:
-            if as_json:
-                render.emit_json(report.as_dict(), lines=watch)
-                sys.stdout.flush()
-            else:
-                render.console.print(render.sync_summary(report))
-                if report.copied or report.removed or report.drift:
-                    render.console.print(render.drift_table(report))
-
         def apply(targets: list[Any]) -> SyncReport:
             with byte_progress(not (as_json or watch)) as progress:
                 report = sync_comfyui(
@@ -86,9 +91,15 @@ def sync(
                 report.comfyui_freed = report.comfyui_error is None
             return report
 
+        agent = _agent(wl, report_from, comfyui, client_id) if report_from else None
+        show = partial(_show, as_json=as_json, lines=watch)
+        reported = partial(_reported, as_json=as_json)
         if watch:
             render.err_console.print(f"watching the registry; syncing {comfyui} (Ctrl-C to stop)")
             stop = threading.Event()
+            if agent is not None:
+                args = (stop, report_interval, reported)
+                threading.Thread(target=agent.run_forever, args=args, daemon=True).start()
             try:
                 watch_comfyui(fetch, last_change, apply, interval=0.0, stop=stop, on_sync=show)
             except KeyboardInterrupt:
@@ -96,5 +107,42 @@ def sync(
             return
         report = apply(fetch()[1])
         show(report)
+        if agent is not None:
+            reported(agent.run_once())
         if check and report.drift:
             raise typer.Exit(1)
+
+
+def _show(report: SyncReport, *, as_json: bool, lines: bool) -> None:
+    if as_json:
+        render.emit_json(report.as_dict(), lines=lines)
+        sys.stdout.flush()
+    else:
+        render.console.print(render.sync_summary(report))
+        if report.copied or report.removed or report.drift:
+            render.console.print(render.drift_table(report))
+
+
+def _reported(outcome: AgentPass, *, as_json: bool) -> None:
+    if as_json:
+        render.emit_json({"reports": asdict(outcome)}, lines=True)
+        sys.stdout.flush()
+    else:
+        render.err_console.print(render.agent_summary(outcome))
+
+
+def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> ReportAgent:
+    """The host agent for the ComfyUI at ``url``; its outbox and memory live under $WANLORA_HOME/agent."""
+    return ReportAgent(
+        comfyui_url=check_comfyui_url(url), loras_root=loras_dir(comfyui), client_id=client_id,
+        report=lambda *job: _report(wl, *job), state_dir=settings().home_dir / "agent" / _slug(url),
+    )  # fmt: skip
+
+
+def _report(backend: Backend, project: str, lora: str, version: str, outcome: ReportIn) -> None:
+    with backend.evaluation() as ev:
+        ev.report(project=project, name=lora, version=version, outcome=outcome)
+
+
+def _slug(url: str) -> str:
+    return hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:16]
