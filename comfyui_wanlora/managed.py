@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,13 +39,24 @@ class ManagedFile:
     size: int
     mtime_ns: int
 
-    def verified(self) -> Path:
-        """The path, once the file is known to be the one sync verified; WanloraError otherwise."""
+    def on_disk(self) -> tuple[int, int, int] | None:
+        """(inode, size, mtime) of the file there now: a new file (sync renames one in) is a new inode."""
         try:
             st = self.path.stat()
         except FileNotFoundError:
-            raise WanloraError(f"{self.path} is missing: run `wanlora sync --comfyui …` on this host") from None
-        if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def as_synced(self) -> bool:
+        """Whether the file has the size and mtime it had when sync wrote and verified it."""
+        disk = self.on_disk()
+        return disk is not None and disk[1:] == (self.size, self.mtime_ns)
+
+    def verified(self) -> Path:
+        """The path, once the file is known to be the one sync verified; WanloraError otherwise."""
+        if self.on_disk() is None:
+            raise WanloraError(f"{self.path} is missing: run `wanlora sync --comfyui …` on this host")
+        if not self.as_synced():
             digest = hashlib.sha256()
             with open(self.path, "rb") as fh:
                 while chunk := fh.read(8 << 20):
@@ -70,9 +82,10 @@ class ManagedLora:
 
     @property
     def fingerprint(self) -> str:
-        """What ComfyUI caches the node's output by: the digests of the files, so a promote, a rollback
-        or a trial switch is a new key and nothing else is."""
-        return ",".join(f"{f.role}:{f.sha256}" for f in self.files)
+        """What ComfyUI caches the node's output by: the digests the manifest records for the files, and
+        the files' identity on disk. A promote, a rollback or a trial switch is a new key, nothing else
+        is, and a key never stands for weights other than the ones loaded under it."""
+        return ",".join(f"{f.role}:{f.sha256}:{f.on_disk()}" for f in self.files)
 
 
 class Manifests:
@@ -99,6 +112,21 @@ class Manifests:
                     self._cache[root] = cached
             out.append((root, cached[1]))
         return out
+
+    def settled(self, name: str, version: str = "", *, timeout: float = 30.0) -> ManagedLora:
+        """Like ``resolve``, once the files and the manifest agree. Sync renames each new file into place
+        and writes the manifest after them, so for a moment a file can be newer than its entry: wait for
+        the entry (the copies of the rest of a pair may take seconds) rather than load an unlisted file."""
+        deadline = time.monotonic() + timeout
+        while True:
+            managed = self.resolve(name, version)
+            if all(f.as_synced() for f in managed.files):
+                return managed
+            if time.monotonic() > deadline:
+                for f in managed.files:
+                    f.verified()  # same bytes, touched: fine; other bytes: refused
+                return managed
+            time.sleep(0.02)
 
     def names(self) -> list[str]:
         """The stable names of every managed LoRA (pinned NAME@VERSION files are not names of their own)."""
@@ -164,10 +192,11 @@ def _inside(root: Path, rel: str) -> Path:
 def _managed(root: Path, name: str, found: list[tuple[str, dict[str, Any]]]) -> ManagedLora:
     files = []
     for rel, entry in found:
+        path = _inside(root, rel)
         try:
             files.append(
                 ManagedFile(
-                    role=str(entry["role"]), path=_inside(root, rel), sha256=str(entry["sha256"]),
+                    role=str(entry["role"]), path=path, sha256=str(entry["sha256"]),
                     size=int(entry["size"]), mtime_ns=int(entry["mtime_ns"]),
                 )
             )  # fmt: skip

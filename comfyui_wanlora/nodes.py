@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from .managed import ManagedLora, Manifests, WanloraError
@@ -10,6 +11,14 @@ from .managed import ManagedLora, Manifests, WanloraError
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WanloraLoraLoader"]
 
 _manifests: Manifests | None = None
+
+
+# How long a load waits for a sync in progress to finish writing its manifest (a large pair takes seconds).
+_SETTLE_SECONDS = float(os.environ.get("WANLORA_SETTLE_SECONDS", "30"))
+
+
+class _Replaced(Exception):
+    """A file was replaced while it was being loaded."""
 
 
 def manifests() -> Manifests:
@@ -99,7 +108,11 @@ class WanloraLoraLoader:
         states = []
         for f in managed.files:
             if f.sha256 not in self._loaded:
-                self._loaded[f.sha256] = comfy.utils.load_torch_file(str(f.verified()), safe_load=True)
+                before = f.on_disk()
+                state = comfy.utils.load_torch_file(str(f.verified()), safe_load=True)
+                if f.on_disk() != before:  # replaced while it was read: what was read is not verified
+                    raise _Replaced
+                self._loaded[f.sha256] = state
             states.append(self._loaded[f.sha256])
         return states
 
@@ -114,12 +127,19 @@ class WanloraLoraLoader:
     ) -> dict[str, Any]:
         import comfy.sd  # ComfyUI's
 
-        managed = manifests().resolve(lora, pin_version)
+        for _ in range(10):
+            managed = manifests().settled(lora, pin_version, timeout=_SETTLE_SECONDS)
+            try:
+                states = self._state(managed)
+                break
+            except _Replaced:
+                continue  # sync swapped the file in the meantime: take the new one
+        else:
+            raise WanloraError(f"{lora} keeps changing on disk: is a sync looping?")
         if managed.pair and model_low_noise is None:
             raise WanloraError(f"{lora} is an A14B pair: connect the low-noise MODEL to model_low_noise")
         recommended = managed.info.get("recommended_strength")
         weight = float(recommended) if use_recommended and isinstance(recommended, (int, float)) else float(strength)
-        states = self._state(managed)
         high = comfy.sd.load_lora_for_models(model, None, states[0], weight, 0)[0]
         if managed.pair:
             low = comfy.sd.load_lora_for_models(model_low_noise, None, states[1], weight, 0)[0]

@@ -88,7 +88,7 @@ def comfyui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Comfy]:
     shutil.copy(HERE / "probe_node.py", root / "custom_nodes" / "wanlora_probe" / "__init__.py")
     port = _free_port()
     log = root / "comfyui.log"
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DO_NOT_TRACK": "1", "WANLORA_SETTLE_SECONDS": "1"}
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [*launch, "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--disable-auto-launch"],

@@ -112,6 +112,15 @@ def test_pinned_and_missing_versions_fail_loudly(wl: Wanlora, tmp_path: Path, co
         f"{comfyui.url}/prompt", json={"prompt": node_graph(f"default/character/{name}", pin="9.9.9")}, timeout=30
     ).json()
     assert "9.9.9 is not on this host" in str(refused)  # shown in ComfyUI's UI, and nothing is queued
+    synced = comfyui.loras / "wanlora" / "default" / "character" / f"{name}.safetensors"
+    synced.write_bytes(synced.read_bytes()[:-8] + b"tampered")  # changed by hand: never loaded
+    failed = comfyui.run(node_graph(f"default/character/{name}"))
+    error = next(d for kind, d in failed["status"]["messages"] if kind == "execution_error")
+    assert failed["status"]["status_str"] == "error" and "does not match the sha256" in error["exception_message"]
+    synced.unlink()
+    failed = comfyui.run(node_graph(f"default/character/{name}"))
+    error = next(d for kind, d in failed["status"]["messages"] if kind == "execution_error")
+    assert "is missing: run `wanlora sync" in error["exception_message"]
     sync_comfyui(targets, wl.store, comfyui.root, pin=False)
 
 
@@ -165,3 +174,24 @@ def test_each_file_of_an_a14b_pair_lands_on_its_own_expert(wl: Wanlora, tmp_path
     assert delta(entry, "3") == pytest.approx(expected_delta(stored["high_noise"]), rel=1e-3, abs=1e-4)
     assert delta(entry, "4") == pytest.approx(expected_delta(stored["low_noise"]), rel=1e-3, abs=1e-4)
     assert abs(delta(entry, "3") - delta(entry, "4")) > 1e-3
+
+
+def test_the_example_workflow_fits_comfyuis_nodes(comfyui: Comfy) -> None:
+    """examples/wan22_a14b_managed_lora.json: every node exists in this ComfyUI with every required input,
+    and every choice is one the node offers (the model files, which this host lacks, aside)."""
+    import json
+
+    graph = json.loads((Path(__file__).resolve().parents[2] / "examples" / "wan22_a14b_managed_lora.json").read_text())
+    info = httpx.get(f"{comfyui.url}/object_info", timeout=30).json()
+    files = ("unet_name", "clip_name", "vae_name", "lora")
+    for node_id, node in graph.items():
+        spec = info[node["class_type"]]["input"]
+        for name, (kind, *_) in spec["required"].items():
+            assert name in node["inputs"], f"node {node_id} ({node['class_type']}) lacks {name}"
+            value = node["inputs"][name]
+            if isinstance(kind, list) and not isinstance(value, list) and name not in files:
+                assert value in kind, f"node {node_id}: {name}={value!r} is not one of {kind}"
+        for name, value in node["inputs"].items():
+            assert name in spec["required"] or name in spec.get("optional", {}), f"node {node_id}: unknown {name}"
+            if isinstance(value, list):
+                assert value[0] in graph, f"node {node_id}: {name} links to a missing node"
