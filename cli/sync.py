@@ -15,8 +15,9 @@ import typer
 from cli import render
 from cli.app import app, backend, byte_progress, settings
 from registry.backends.contract import Backend
-from registry.domain.errors import InvalidInput
+from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.eval_schemas import ReportIn
+from registry.domain.schemas import SyncTarget
 from registry.sync.agent import AgentPass, ReportAgent
 from registry.sync.comfyui import SyncReport, loras_dir, sync_comfyui, watch_comfyui
 from registry.sync.notify import check_comfyui_url, free_comfyui
@@ -84,8 +85,9 @@ def sync(
         def apply(targets: list[Any]) -> SyncReport:
             with byte_progress(not (as_json or watch)) as progress:
                 report = sync_comfyui(
-                    targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress
-                )
+                    targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress,
+                    preview=partial(_preview, wl),
+                )  # fmt: skip
             if comfyui_url and report.changed:
                 report.comfyui_error = free_comfyui(comfyui_url)
                 report.comfyui_freed = report.comfyui_error is None
@@ -137,6 +139,14 @@ def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> Repor
         comfyui_url=check_comfyui_url(url), loras_root=loras_dir(comfyui), client_id=client_id,
         report=lambda *job: _report(wl, *job), state_dir=settings().home_dir / "agent" / _slug(url),
     )  # fmt: skip
+
+
+def _preview(backend: Backend, target: SyncTarget) -> bytes | None:
+    with backend.registry(write=False) as reg:
+        try:
+            return reg.preview(project=target.project, name=target.lora, version=target.version)
+        except NotFound:
+            return None
 
 
 def _report(backend: Backend, project: str, lora: str, version: str, outcome: ReportIn) -> None:

@@ -184,6 +184,7 @@ def write_report(
 
     contact_sheet(out_dir / "contact.png", {name: outputs[key] for name, key in (
         ("base", "base"), (f"{label} @ {best:g}", f"{best:g}"), ("previous", "previous")) if key in outputs})  # fmt: skip
+    result.details["preview"] = str(preview_frame(out_dir / "preview.png", outputs[f"{best:g}"][0]))
 
     lines = [
         f"# Quality assessment: {label}",
@@ -208,6 +209,21 @@ def write_report(
     report = out_dir / "report.md"
     report.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return report
+
+
+def preview_frame(path: Path, frames: torch.Tensor, size: int = 256) -> Path:
+    """The contact sheet's frame of the candidate at its best strength for the first prompt, at most
+    ``size`` pixels a side: the preview ComfyUI users' tools show next to the LoRA."""
+    from PIL import Image
+
+    middle = (frames[frames.shape[0] // 2].numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(middle)
+    if max(image.size) > size:
+        image.thumbnail((size, size))
+    elif (factor := 64 // max(image.size)) > 1:  # tiny test models: big enough to see
+        image = image.resize((image.width * factor, image.height * factor), Image.Resampling.NEAREST)
+    image.save(path, optimize=True)
+    return path
 
 
 def contact_sheet(path: Path, rows: dict[str, list[torch.Tensor]], columns: int = 8, cell: int = 96) -> Path:

@@ -7,6 +7,7 @@ A file that is not registered yet can be checked too (``EvalRequest.files``): no
 
 from __future__ import annotations
 
+import base64
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,7 +26,7 @@ from registry.backends.contract import Backend
 from registry.blobs.base import ArtifactSource
 from registry.domain.digests import file_sha256, files_digest
 from registry.domain.errors import InvalidInput, WanloraError
-from registry.domain.eval_schemas import EvaluationIn
+from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, EvaluationIn
 from registry.domain.policy import ProjectPolicy
 from registry.domain.schemas import VersionPublic
 
@@ -174,12 +175,20 @@ def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Pr
                     project=req.project, name=req.lora, version=version.version,
                     result=EvaluationIn(
                         phase=phase, digest=digest, passed=result.passed, summary=result.summary[:4000],  # type: ignore[arg-type]
-                        scores=result.scores, details=_jsonable(result.record()),
+                        scores=result.scores, details=_jsonable(result.record()), preview_png=_preview(result),
                     ),
                 )  # fmt: skip
             summary["phases"][phase]["evaluation_id"] = recorded.id
     summary["forward_passes"] = dict(generator.forward_passes)
     return summary
+
+
+def _preview(result: PhaseResult) -> str | None:
+    """Phase 2's preview frame, base64, for the registry to hand to hosts (sync's ``.preview.png``)."""
+    path = result.details.get("preview")
+    if not path or not Path(path).is_file() or Path(path).stat().st_size > MAX_PREVIEW_BYTES:
+        return None
+    return base64.b64encode(Path(path).read_bytes()).decode()
 
 
 def _default_scorer(req: EvalRequest) -> Scorer:

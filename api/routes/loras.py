@@ -5,12 +5,13 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Query
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
 from api.routes.files import upload_path
+from registry.domain.errors import NotFound
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
 
@@ -81,6 +82,20 @@ def get_lora(project: str, name: str, caller: CallerDep) -> LoraPublic:
 def get_version(project: str, name: str, version: str, caller: CallerDep) -> VersionPublic:
     with caller.registry(write=False) as reg:
         return reg.get_version(project=project, name=name, version=version)
+
+
+@router.get(
+    "/loras/{name}/versions/{version}/preview.png",
+    summary="The version's phase 2 preview (a contact-sheet frame)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def preview(project: str, name: str, version: str, caller: CallerDep) -> Response:
+    with caller.registry(write=False) as reg:
+        png = reg.preview(project=project, name=name, version=version)
+    if png is None:
+        raise NotFound(f"{project}/{name}@{version} has no preview", hint="phase 2 (`wanlora eval quality`) makes one")
+    return Response(png, media_type="image/png")
 
 
 @router.post("/loras/{name}/versions", status_code=201, summary="Register uploaded files as a testing version")

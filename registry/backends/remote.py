@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from registry.backends.contract import Progress, SchemaStatus
-from registry.backends.http import Http, RemoteStore, lora_path, project_path
+from registry.backends.http import Http, RemoteStore, lora_path, project_path, raise_for
 from registry.blobs.base import CHUNK
 from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
 from registry.domain.errors import IntegrityError, InvalidFile, InvalidInput, NotFound
@@ -130,6 +130,13 @@ class RemoteRegistry:
         params = {k: v for k, v in (("project", project), ("client", client)) if v}
         rows = self.http.call("GET", "/api/v1/resolve", params=params or None)
         return [SyncTarget.model_validate(r) for r in rows]
+
+    def preview(self, *, project: str, name: str, version: str) -> bytes | None:
+        response = self.http.client.get(f"{lora_path(project, name)}/versions/{quote(version)}/preview.png")
+        if response.status_code == 404:
+            return None
+        raise_for(response)
+        return response.content
 
     def last_event_id(self) -> int:
         return int(self.http.call("GET", "/api/v1/changes", params={"wait": 0})["last_event_id"])

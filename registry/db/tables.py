@@ -14,7 +14,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Index, Text, UniqueConstraint, text
+from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 from registry.domain.enums import Category, FileRole, Status
@@ -30,6 +30,7 @@ __all__ = [
     "User",
     "Version",
     "VersionFile",
+    "VersionPreview",
     "Webhook",
     "WebhookDelivery",
 ]
@@ -226,6 +227,18 @@ class Evaluation(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class VersionPreview(SQLModel, table=True):
+    """A frame of the version's phase 2 contact sheet (PNG), which sync puts beside the files as the
+    preview ComfyUI-Lora-Manager shows. Its own table, so that reading versions never loads images."""
+
+    __tablename__ = "version_previews"
+
+    version_id: int = Field(foreign_key="versions.id", primary_key=True)
+    sha256: str = Field(max_length=64)
+    png: bytes = Field(sa_type=LargeBinary)
+    evaluation_id: int | None = Field(default=None, foreign_key="evaluations.id")
 
 
 class Trial(SQLModel, table=True):

@@ -22,6 +22,10 @@ __all__ = [
 PhaseName = Literal["technical", "quality", "trial"]
 
 
+MAX_PREVIEW_BYTES = 512 * 1024
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
 class EvaluationIn(BaseModel):
     """A phase 1 or 2 result, as the evaluator records it. ``digest`` names the files evaluated."""
 
@@ -33,6 +37,11 @@ class EvaluationIn(BaseModel):
     summary: str = Field(default="", max_length=4000)
     scores: dict[str, float] = Field(default_factory=dict)
     details: dict[str, Any] = Field(default_factory=dict)
+    preview_png: str | None = Field(
+        default=None,
+        max_length=MAX_PREVIEW_BYTES * 4 // 3 + 4,
+        description="Phase 2: a frame of the contact sheet, a base64 PNG; sync puts it beside the files.",
+    )
 
 
 class EvaluationPublic(BaseModel):

@@ -201,6 +201,7 @@ class SyncTarget(BaseModel):
     changelog: str = ""
     scores: dict[str, float] = Field(default_factory=dict)
     created_at: datetime | None = None
+    preview_sha256: str | None = None  # a phase 2 contact-sheet frame, fetched with ``preview()``
 
     @property
     def recommended_strength(self) -> float | None:

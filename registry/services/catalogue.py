@@ -13,14 +13,23 @@ from typing import Any
 from sqlalchemy import func
 from sqlmodel import col, select
 
-from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile
+from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile, VersionPreview
 from registry.domain.access import Action
 from registry.domain.clock import as_utc
 from registry.domain.digests import canary
 from registry.domain.enums import Category, Status
 from registry.domain.errors import NotFound
 from registry.domain.notes import training_notes
-from registry.domain.schemas import Change, EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
+from registry.domain.schemas import (
+    Change,
+    EventPublic,
+    LoraPublic,
+    LoraSummary,
+    SyncTarget,
+    VersionDiff,
+    VersionPublic,
+    parse_semver,
+)
 from registry.services.lookups import current_rows, files_of, lora_row, version_semver, versions_of
 from registry.services.scope import Service
 from registry.services.views import file_public, lora_public, visible_version
@@ -205,6 +214,13 @@ class CatalogueService(Service):
         if client:
             rows, on_trial = self._trial_swap(rows, client, project)
         files = files_of(self.scope, [v.id or 0 for v, _, _ in rows])
+        previews = dict(
+            self.session.exec(
+                select(VersionPreview.version_id, VersionPreview.sha256).where(
+                    col(VersionPreview.version_id).in_([v.id for v, _, _ in rows])
+                )
+            ).all()
+        )
         return [
             SyncTarget(
                 project=p.name,
@@ -220,9 +236,24 @@ class CatalogueService(Service):
                 changelog=v.changelog,
                 scores=dict(v.scores or {}),
                 created_at=as_utc(v.created_at),
+                preview_sha256=previews.get(v.id or 0),
             )
             for v, lo, p in rows
         ]
+
+    def preview(self, *, project: str, name: str, version: str) -> bytes | None:
+        """The version's phase 2 preview (PNG), for whoever may download its files; None when it has none."""
+        self.scope.require(project, Action.ARTIFACT_PULL)
+        _, lora = lora_row(self.scope, project, name)
+        row = self.session.exec(
+            select(Version).where(Version.lora_id == lora.id, Version.version == str(parse_semver(version)))
+        ).first()
+        first = files_of(self.scope, [row.id or 0])[row.id or 0] if row is not None else []
+        if row is None or not first:
+            raise NotFound(f"{project}/{name} has no version {version}")
+        self.require_artifact(first[0].sha256)  # the same right as pulling the version's files
+        found = self.session.get(VersionPreview, row.id)
+        return found.png if found is not None else None
 
     def _trial_swap(
         self, rows: list[tuple[Version, Lora, Project]], client: str, project: str | None

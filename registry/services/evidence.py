@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from typing import Any
 
 from sqlmodel import col, select
 
-from registry.db.tables import Evaluation, Lora, Version
+from registry.db.tables import Evaluation, Lora, Version, VersionPreview
 from registry.domain.access import Action
 from registry.domain.clock import as_utc, utcnow
-from registry.domain.errors import Conflict
-from registry.domain.eval_schemas import EvaluationIn, EvaluationPublic, GateStatus
+from registry.domain.errors import Conflict, InvalidInput
+from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, PNG_SIGNATURE, EvaluationIn, EvaluationPublic, GateStatus
 from registry.services.gate import gate_status, version_digest
 from registry.services.lookups import lora_and_version, record_event
 from registry.services.scope import Service
@@ -35,6 +37,7 @@ class EvidenceService(Service):
                 f"({gate.digest[:12]})",
                 hint="evaluate the version's own files: `wanlora eval … NAME@VERSION` fetches them",
             )
+        preview = _preview(result)
         scores = {k: float(v) for k, v in result.scores.items() if 0 <= v <= 10}
         evaluation = Evaluation(
             version_id=row.id or 0, phase=result.phase, digest=result.digest, passed=result.passed,
@@ -46,6 +49,13 @@ class EvidenceService(Service):
             row.scores = {**(row.scores or {}), **scores}
             self.session.add(row)
         self.session.flush()
+        if preview is not None:
+            self.session.merge(
+                VersionPreview(
+                    version_id=row.id or 0, sha256=hashlib.sha256(preview).hexdigest(), png=preview,
+                    evaluation_id=evaluation.id,
+                )
+            )  # fmt: skip
         record_event(self.scope,
             lora, "evaluated", version=row, reason=result.summary or None,
             details={"phase": result.phase, "passed": result.passed, "evaluation": evaluation.id, "scores": scores},
@@ -77,3 +87,18 @@ class EvidenceService(Service):
         """The effective policy of a project (the default with the project's overrides)."""
         self.scope.require(project, Action.LORA_READ)
         return self.policy.for_project(project).model_dump(mode="json")
+
+
+def _preview(result: EvaluationIn) -> bytes | None:
+    """The phase 2 preview, checked: base64 of a PNG of at most MAX_PREVIEW_BYTES."""
+    if result.preview_png is None:
+        return None
+    if result.phase != "quality":
+        raise InvalidInput("only a phase 2 (quality) result carries a preview")
+    try:
+        png = base64.b64decode(result.preview_png, validate=True)
+    except ValueError:
+        raise InvalidInput("the preview is not base64", hint="send the PNG's bytes base64-encoded") from None
+    if len(png) > MAX_PREVIEW_BYTES or not png.startswith(PNG_SIGNATURE):
+        raise InvalidInput(f"the preview must be a PNG of at most {MAX_PREVIEW_BYTES // 1024} KB")
+    return png

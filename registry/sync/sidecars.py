@@ -4,6 +4,8 @@
   the recommended strength in ``usage_tips``, notes, description, tags, sha256, base model);
 - ``<name>.json``: the A1111 / Forge form (``activation text``, ``preferred weight``, ``description``,
   ``notes``), which Lora-Manager also imports;
+- ``<name>.preview.png``: a frame of the version's phase 2 contact sheet, where it has one (Lora-Manager's
+  ``preview_url`` points to it);
 - ``<name>.wanlora.json``: wanlora's own fields (version, status, changelog, scores, recommended
   strength, the guide's stacking ranges, the file's sha256), which the ComfyUI node pack reads.
 
@@ -24,7 +26,7 @@ from registry.domain.schemas import SyncTarget
 
 __all__ = ["SIDECAR_SUFFIXES", "STACKING", "sidecars"]
 
-SIDECAR_SUFFIXES = (".metadata.json", ".json", ".wanlora.json")
+SIDECAR_SUFFIXES = (".metadata.json", ".json", ".wanlora.json", ".preview.png")
 # The guide's strengths when LoRAs are stacked: one alone, two together, three or more.
 STACKING = {"1": [0.9, 1.0], "2": [0.7, 0.9], "3+": [0.6, 0.8]}
 # Civitai's names of the WAN 2.2 base models, which Lora-Manager shows and filters by.
@@ -39,10 +41,12 @@ def _json(data: dict[str, Any]) -> bytes:
     return (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode()
 
 
-def sidecars(target: SyncTarget, *, rel: str, role: str, sha256: str, size: int, path: Path) -> dict[str, bytes]:
+def sidecars(
+    target: SyncTarget, *, rel: str, role: str, sha256: str, size: int, path: Path, preview: Path | None = None
+) -> dict[str, bytes]:
     """The sidecars of one synced file (``rel`` under wanlora's folder, at ``path`` on this host):
     relative path → content. The content depends only on the version, so an unchanged version
-    writes nothing."""
+    writes nothing. ``preview`` is where the version's preview PNG goes, when it has one."""
     stem = rel.removesuffix(".safetensors")
     strength = target.recommended_strength
     where = f"{target.project}/{target.category.value}/{target.lora}"
@@ -75,7 +79,7 @@ def sidecars(target: SyncTarget, *, rel: str, role: str, sha256: str, size: int,
         "modified": target.created_at.timestamp() if target.created_at else 0.0,
         "sha256": sha256,
         "base_model": _BASE_MODEL_LABELS.get(target.base_model, target.base_model),
-        "preview_url": "",
+        "preview_url": preview.as_posix() if preview is not None else "",
         "preview_nsfw_level": 0,
         "notes": notes,
         "from_civitai": False,

@@ -111,6 +111,9 @@ def test_phase_2_scores_against_base_and_previous_with_a_sweep_and_a_report(wl: 
     with wl.registry(write=False) as reg:
         scores = reg.get_version(project="default", name="sarah", version="1.1.0").scores
     assert scores["best_strength"] == result["best_strength"] and "style_adherence" in scores
+    preview = report.parent / "preview.png"  # a contact-sheet frame, recorded for the hosts' sidecars
+    with wl.registry(write=False) as reg:
+        assert reg.preview(project="default", name="sarah", version="1.1.0") == preview.read_bytes()
     # base generations were made once: 3 prompts × steps × 2 (guidance), not once per strength
     passes = summary["forward_passes"]
     assert passes["base"] == 3 * 4 * 2 and passes["lora"] == (4 + 1) * 3 * 4 * 2

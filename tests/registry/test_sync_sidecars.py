@@ -156,3 +156,63 @@ def test_a_running_comfyui_is_told_to_drop_its_caches_and_a_silent_one_is_report
         server.server_close()
     error = free_comfyui(f"http://127.0.0.1:{server.server_port}", timeout=1)
     assert error is not None and "did not answer" in error
+
+
+def tiny_png(seed: int = 0) -> bytes:
+    """A valid 2×2 RGB PNG, made by hand."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes([seed, 40, 80] * 2) for _ in range(2))
+    header = struct.pack(">IIBBBBB", 2, 2, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+
+
+def _record_preview(wl: Wanlora, version: str, png: bytes, phase: str = "quality") -> None:
+    import base64
+
+    from registry.domain.eval_schemas import EvaluationIn
+
+    with wl.evaluation() as ev:
+        digest = ev.digest(project="default", name="sarah", version=version)
+        ev.record(
+            project="default", name="sarah", version=version,
+            result=EvaluationIn(phase=phase, digest=digest, passed=True, preview_png=base64.b64encode(png).decode()),  # type: ignore[arg-type]
+        )  # fmt: skip
+
+
+def test_the_phase_2_preview_reaches_the_host_as_lora_managers_preview(
+    wl: Wanlora, tmp_path: Path, comfy: Path
+) -> None:
+    from registry.domain.access import Principal
+    from registry.domain.errors import InvalidInput, NotFound
+
+    register(wl, tmp_path, version="1.0.0", seed=1)
+    register(wl, tmp_path, version="1.1.0", seed=2)
+    _record_preview(wl, "1.0.0", tiny_png(1))
+    _record_preview(wl, "1.1.0", tiny_png(2))
+    promote(wl, "sarah", "1.0.0")
+    with wl.registry(write=False) as reg:
+        targets = reg.current_targets()
+
+    def fetch(t: Any) -> bytes | None:
+        with wl.registry(write=False) as reg:
+            return reg.preview(project=t.project, name=t.lora, version=t.version)
+
+    report = sync_comfyui(targets, wl.store, comfy, preview=fetch)
+    png = comfy / FOLDER / "sarah.preview.png"
+    assert "default/character/sarah.preview.png" in report.sidecars_written and png.read_bytes() == tiny_png(1)
+    assert _read(comfy, "sarah.metadata.json")["preview_url"] == png.as_posix()
+    assert sync_comfyui(targets, wl.store, comfy, preview=fetch).sidecars_written == []
+    host = wl.as_principal(Principal(user="host", subject="token:7", role="production", project="default"))
+    with host.registry(write=False) as reg:
+        assert reg.preview(project="default", name="sarah", version="1.0.0") == tiny_png(1)
+        with pytest.raises(NotFound):  # a testing version does not exist for production
+            reg.preview(project="default", name="sarah", version="1.1.0")
+    with pytest.raises(InvalidInput, match="must be a PNG"):
+        _record_preview(wl, "1.1.0", b"GIF89a not a png")
+    with pytest.raises(InvalidInput, match="only a phase 2"):
+        _record_preview(wl, "1.1.0", tiny_png(3), phase="technical")
