@@ -195,3 +195,18 @@ def test_the_example_workflow_fits_comfyuis_nodes(comfyui: Comfy) -> None:
             assert name in spec["required"] or name in spec.get("optional", {}), f"node {node_id}: unknown {name}"
             if isinstance(value, list):
                 assert value[0] in graph, f"node {node_id}: {name} links to a missing node"
+
+
+def test_the_recommended_strength_is_phase_2s_best(wl: Wanlora, tmp_path: Path, comfyui: Comfy) -> None:
+    name = unique("tuned")
+    file = make(tmp_path, name, seed=41, base_model="wan-tiny-comfy", blocks=1)
+    register(wl, tmp_path, lora=name, version="1.0.0", file=file, base_model="wan-tiny-comfy", scores={"best_strength": 0.5})  # fmt: skip
+    with wl.registry() as reg:
+        reg.promote(project="default", name=name, version="1.0.0")
+    sync(wl, comfyui)
+    graph = node_graph(f"default/character/{name}")
+    graph["2"]["inputs"]["use_recommended"] = True  # the node's default
+    entry = comfyui.run(graph)
+    full = expected_delta(files(wl, name, "1.0.0")["single"])
+    assert delta(entry) == pytest.approx(0.5 * full, rel=1e-3, abs=1e-4)
+    assert "strength 0.5" in entry["outputs"]["2"]["text"][0]
