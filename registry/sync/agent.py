@@ -187,7 +187,10 @@ class ReportAgent:
         self, stop: threading.Event, interval: float = 2.0, on_pass: Callable[[AgentPass], None] | None = None
     ) -> None:
         while not stop.is_set():
-            outcome = self.run_once()
+            try:
+                outcome = self.run_once()
+            except WanloraError as exc:  # a damaged state file, say: say so and keep the host syncing
+                outcome = AgentPass(error=f"{exc.message} ({exc.hint})" if exc.hint else exc.message)
             if on_pass and (outcome.seen or outcome.sent or outcome.error or outcome.dropped):
                 on_pass(outcome)
             stop.wait(interval)
