@@ -23,10 +23,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from registry.blobs.base import CHUNK, ArtifactSource, fsync_dir
+from registry.blobs.base import CHUNK, ArtifactSource, check_digest, fsync_dir
 from registry.domain.digests import file_sha256
-from registry.domain.errors import IntegrityError
-from registry.domain.schemas import SyncTarget
+from registry.domain.errors import IntegrityError, InvalidInput
+from registry.domain.schemas import SyncTarget, check_name, parse_semver
 from registry.sync.folder import (
     MANIFEST,
     ROOT,
@@ -48,7 +48,28 @@ from registry.sync.sidecar_sync import PreviewSource, sync_sidecars
 __all__ = ["copy_verified", "sync_comfyui", "wanted_files", "watch_comfyui"]
 
 
+def _check_target(t: SyncTarget) -> None:
+    """What a registry sends becomes folder and file names here: hold it to the registration rules."""
+    try:
+        check_name(t.project, "project name")
+        check_name(t.lora, "LoRA name")
+        parse_semver(t.version)
+        if "/" in t.version or "\\" in t.version:
+            raise InvalidInput(f"invalid version {t.version!r}")
+        for f in t.files:
+            check_digest(f.sha256)
+    except InvalidInput as exc:
+        raise IntegrityError(
+            f"the registry sent {t.project!r}/{t.lora!r}@{t.version!r}, which is not a valid LoRA ({exc.message}): "
+            "nothing was synced",
+            hint="sync only from a registry you trust, over https",
+        ) from None
+
+
 def wanted_files(targets: list[SyncTarget], *, pin: bool) -> dict[str, Wanted]:
+    """The files the targets make, by path under wanlora's folder; every target is checked first."""
+    for t in targets:
+        _check_target(t)
     out: dict[str, Wanted] = {}
     for t in targets:
         for f in t.files:

@@ -16,7 +16,17 @@ import yaml
 from registry.domain.errors import InvalidInput
 from registry.domain.schemas import SyncTarget
 
-__all__ = ["MANIFEST", "ROOT", "SIDECAR", "TMP_PREFIX", "Progress", "SyncReport", "Wanted", "loras_dir"]
+__all__ = [
+    "MANIFEST",
+    "ROOT",
+    "SIDECAR",
+    "TMP_PREFIX",
+    "Progress",
+    "SyncReport",
+    "Wanted",
+    "is_inside",
+    "loras_dir",
+]
 
 MANIFEST = ".wanlora-manifest.json"
 SIDECAR = "sidecar"  # the role of a sidecar's manifest entry
@@ -118,12 +128,29 @@ def load_manifest(root: Path) -> tuple[dict[str, dict[str, Any]], bool]:
         doc = json.loads(path.read_text())
         files = doc["files"]
         assert isinstance(files, dict) and all(isinstance(e, dict) for e in files.values())
-        return files, bool(doc.get("pin", False))
     except (ValueError, KeyError, AssertionError):
         raise InvalidInput(
             f"{path} is damaged, so wanlora cannot tell which files it manages",
             hint="move the folder's files aside, delete the manifest and sync again",
         ) from None
+    for rel in files:
+        if not is_inside(root, rel):
+            raise InvalidInput(
+                f"{path} names {rel!r}, a path outside {root}: it was tampered with, and nothing was changed",
+                hint="check who can write to the ComfyUI folder; then delete the manifest and sync again",
+            )
+    return files, bool(doc.get("pin", False))
+
+
+def is_inside(root: Path, rel: str) -> bool:
+    """Whether ``rel`` is a plain relative path (no ``..``, no absolute part) that stays inside ``root``
+    once links are followed: only such paths are ever read, written or removed."""
+    if not isinstance(rel, str) or not rel or rel.startswith("/") or "\\" in rel or "\x00" in rel:
+        return False
+    if any(part in ("", ".", "..") for part in rel.split("/")):
+        return False
+    base = root.resolve()
+    return (base / rel).resolve().is_relative_to(base)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
