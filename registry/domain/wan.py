@@ -111,14 +111,17 @@ class LoraPart(str, Enum):
     ALPHA = "alpha"
 
 
+# A block index is ASCII decimal without leading zeros: `blocks.00`, `blocks.٠` or `blocks.０` would name
+# block 0 a second way (and \d matches any Unicode digit), so the same weights could pass as new ones.
+_INDEX = r"(?:0|[1-9][0-9]{0,2})"
 _BLOCK = re.compile(
-    r"blocks\.(?P<index>\d{1,3})\.(?P<rest>(?:self_attn|cross_attn)\.(?:q|k|v|o|k_img|v_img)|ffn\.[02])"
+    rf"blocks\.(?P<index>{_INDEX})\.(?P<rest>(?:self_attn|cross_attn)\.(?:q|k|v|o|k_img|v_img)|ffn\.[02])"
 )
 _TOP = re.compile(r"text_embedding\.[02]|time_embedding\.[02]|time_projection\.1|head\.head|img_emb\.proj\.[13]")
 # kohya flattens the dotted path with underscores; these patterns undo it unambiguously.
 _KOHYA_MODULE = re.compile(
-    r"blocks_(?P<index>\d{1,3})_(?P<attn>self_attn|cross_attn)_(?P<proj>q|k|v|o|k_img|v_img)"
-    r"|blocks_(?P<findex>\d{1,3})_ffn_(?P<ffn>[02])"
+    rf"blocks_(?P<index>{_INDEX})_(?P<attn>self_attn|cross_attn)_(?P<proj>q|k|v|o|k_img|v_img)"
+    rf"|blocks_(?P<findex>{_INDEX})_ffn_(?P<ffn>[02])"
     r"|(?P<top>text_embedding_[02]|time_embedding_[02]|time_projection_1|head_head|img_emb_proj_[13])"
 )
 _KOHYA_TOP = {
@@ -146,7 +149,7 @@ _DIFFUSERS_TOP = {
     "condition_embedder.image_embedder.ff.net.0.proj": "img_emb.proj.1",
     "condition_embedder.image_embedder.ff.net.2": "img_emb.proj.3",
 }
-_DIFFUSERS_BLOCK_RE = re.compile(r"blocks\.(?P<index>\d{1,3})\.(?P<rest>.+)")
+_DIFFUSERS_BLOCK_RE = re.compile(rf"blocks\.(?P<index>{_INDEX})\.(?P<rest>.+)")
 _AB_SUFFIX = {".lora_A.weight": LoraPart.A, ".lora_B.weight": LoraPart.B, ".alpha": LoraPart.ALPHA}
 _KOHYA_SUFFIX = {".lora_down.weight": LoraPart.A, ".lora_up.weight": LoraPart.B, ".alpha": LoraPart.ALPHA}
 
