@@ -23,32 +23,41 @@ __all__ = ["RBAC_DIR", "Authorizer", "default_authorizer"]
 RBAC_DIR = Path(__file__).resolve().parent / "rbac"
 
 
+MAX_DECISIONS = 100_000
+
+
 class Authorizer:
     def __init__(self, model: Path = RBAC_DIR / "model.conf", policy: Path = RBAC_DIR / "policy.csv") -> None:
         self._enforcer = casbin.SyncedEnforcer(str(model), str(policy))
         self._enforcer.add_named_domain_matching_func("g", casbin_util.key_match)
         self._linked: set[str] = set()
-        self._lock = threading.Lock()
-
-    @staticmethod
-    def _subject(p: Principal) -> str:
-        # The role and its domain are part of the casbin subject, so a link can never be stale or shared
-        # by two principals (token ids repeat across databases; a token's role is never edited).
-        return f"{p.subject}|{p.role}|{p.project}"
+        # casbin evaluates its matcher with ast.parse, which is not safe to run in several threads at
+        # once ("AST constructor recursion depth mismatch" under load): one enforcement at a time, and
+        # each answer kept, since it depends only on the role, the role's domain, the project and the
+        # action (at most a few thousand of them; the table is cleared if hostile names swell it).
+        self._lock = threading.RLock()
+        self._decisions: dict[tuple[str, str, str, Action], bool] = {}
 
     def _link(self, p: Principal) -> str:
-        subject = self._subject(p)
+        subject = f"role:{p.role}|{p.project}"  # the decision's inputs: one casbin subject per role and domain
         if subject not in self._linked:
-            with self._lock:
-                if subject not in self._linked:
-                    self._enforcer.add_role_for_user_in_domain(subject, p.role, p.project)
-                    self._linked.add(subject)
+            self._enforcer.add_role_for_user_in_domain(subject, p.role, p.project)
+            self._linked.add(subject)
         return subject
 
     def allowed(self, p: Principal, project: str, action: Action) -> bool:
-        subject = self._link(p)
-        obj, act = action.value.split(":")
-        return bool(self._enforcer.enforce(subject, project, obj, act))
+        key = (p.role, p.project, project, action)
+        answer = self._decisions.get(key)
+        if answer is None:
+            with self._lock:
+                answer = self._decisions.get(key)
+                if answer is None:
+                    obj, act = action.value.split(":")
+                    answer = bool(self._enforcer.enforce(self._link(p), project, obj, act))
+                    if len(self._decisions) > MAX_DECISIONS:
+                        self._decisions.clear()
+                    self._decisions[key] = answer
+        return answer
 
     def require(self, p: Principal, project: str, action: Action) -> None:
         if not self.allowed(p, project, action):

@@ -23,3 +23,36 @@ def test_domains_and_deny_by_default() -> None:
     assert not authz.allowed(trainer, "p1", Action.VERSION_PROMOTE)
     nobody = Principal(user="x", subject="token:3", role="guest", project="p1")
     assert not any(authz.allowed(nobody, "p1", a) for a in Action)
+
+
+def test_many_threads_asking_at_once_get_the_same_answers() -> None:
+    """Issue 11, item 7: casbin's matcher (ast.parse) broke under concurrent enforcement at 64
+    connections. Many threads asking fresh questions at once must all get the answers one thread gets."""
+    import threading
+
+    roles = ("trainer", "production", "admin", "guest")
+    questions = [
+        (Principal(user="u", subject=f"token:{i}", role=roles[i % 4], project=f"p{i % 7}"), f"p{j % 9}", action)
+        for i in range(40)
+        for j in range(9)
+        for action in (Action.VERSION_PROMOTE, Action.ARTIFACT_PULL, Action.LORA_READ)
+    ]
+    expected = [Authorizer().allowed(*q) for q in questions]
+    authz = Authorizer()
+    answers: list[list[bool]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(16)
+
+    def ask() -> None:
+        try:
+            start.wait()
+            answers.append([authz.allowed(*q) for q in questions])
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=ask) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and answers == [expected] * 16
