@@ -91,7 +91,7 @@ def notes(
     with backend() as wl, wl.registry(write=False) as reg:
         text = reg.notes(project=project_of(wl, project), name=name)
     if output is None:
-        sys.stdout.write(text)
+        sys.stdout.write(render.clean(text))
     else:
         output.write_text(text)
         render.console.print(f"wrote {output}")

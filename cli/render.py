@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 import sys
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -17,7 +19,42 @@ from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, Versio
 from registry.sync.agent import AgentPass
 from registry.sync.comfyui import SyncReport
 
-console = Console()
+# Text from the registry (a changelog, a reason, a trigger word) is the user's, not the terminal's: no
+# escape sequence in it may set the window title, clear the screen or move the cursor. What reaches
+# stdout keeps only SGR sequences (colours, which rich itself writes) and ordinary whitespace.
+_UNSAFE = re.compile(
+    r"\x1b\[(?![0-9;]*m)[0-?]*[ -/]*[@-~]"  # CSI other than SGR: cursor moves, clearing, …
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window title, hyperlinks, clipboard
+    r"|\x1b[PX^_][^\x1b]*(?:\x1b\\)?"  # DCS, SOS, PM, APC strings
+    r"|\x1b(?!\[)[ -~]?"  # any other escape
+    r"|\x9b[0-?]*[ -/]*[@-~]"  # the one-byte (C1) CSI
+    r"|\x1b(?!\[[0-9;]*m)"  # an escape left over that does not start a colour
+    r"|[\x00-\x08\x0b-\x1a\x1c-\x1f\x7f-\x9f]"  # C0 (but tab, newline and ESC), DEL and C1 controls
+)
+
+
+def clean(text: str) -> str:
+    return _UNSAFE.sub("", text)
+
+
+class _SafeStdout(io.TextIOBase):
+    """stdout, with what ``clean`` removes removed; rich's own colours pass."""
+
+    def write(self, text: str) -> int:
+        sys.stdout.write(clean(text))
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
+
+
+console = Console(file=_SafeStdout())  # type: ignore[arg-type]  # a TextIOBase is file enough for rich
 err_console = Console(stderr=True)
 
 STATUS_STYLE = {"current": "bold green", "testing": "yellow", "deprecated": "dim"}
