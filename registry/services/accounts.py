@@ -17,7 +17,7 @@ from registry.db.tables import ApiToken, User
 from registry.domain.access import ALL_PROJECTS, ROLES, Action, Principal
 from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
 from registry.domain.clock import as_utc, utcnow
-from registry.domain.errors import AlreadyExists, InvalidInput, NotFound, Unauthenticated
+from registry.domain.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from registry.domain.schemas import check_name
 from registry.services.access import Authorizer, default_authorizer
 
@@ -84,6 +84,20 @@ class AccountService:
             check_name(project, "project name")
         self.authz.require(self.principal, project, Action.TOKEN_MANAGE)
         owner = self._user(user)
+        if not self.authz.allowed(self.principal, ALL_PROJECTS, Action.TOKEN_MANAGE):
+            # The event log records a token's owner as the actor: an admin of one project must not be able
+            # to act as someone whose rights reach further (the first admin, say) by minting their token.
+            wider = self.session.exec(
+                select(ApiToken.project).where(
+                    ApiToken.user_id == owner.id, col(ApiToken.revoked_at).is_(None), ApiToken.project != project
+                )
+            ).first()
+            if wider is not None:
+                raise PermissionDenied(
+                    f"{self.principal.describe()} may not create tokens for {owner.name}, who has rights "
+                    f"beyond project {project}",
+                    hint="an admin of every project can; or create a user of this project's own",
+                )
         secret = TOKEN_PREFIX + secrets.token_urlsafe(32)
         row = ApiToken(
             user_id=owner.id,
