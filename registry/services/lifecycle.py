@@ -22,6 +22,7 @@ from registry.domain.access import Action
 from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole, Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput
+from registry.domain.limits import check_json, check_text
 from registry.domain.schemas import Hyperparameters, LoraPublic, VersionPublic, check_name, parse_category, parse_semver
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import IngestedFile
@@ -111,10 +112,9 @@ class LifecycleService(Service):
             raise InvalidInput("a version needs a changelog", hint="say what changed with --changelog TEXT")
         self.scope.require(project, Action.VERSION_REGISTER)
         new = parse_semver(version)
-        params = _check_hyperparameters(hyperparameters or {})
-        if dataset_hash is not None and not (0 < len(dataset_hash) <= 128 and dataset_hash.isprintable()):
-            raise InvalidInput(f"invalid dataset hash {dataset_hash[:40]!r}", hint="at most 128 printable characters")
-        checked_scores = _check_scores(scores or {})
+        params, checked_scores = _check_record(
+            changelog, known_issues, hyperparameters, dataset_hash, dataset_summary, scores
+        )
         _, lora = lora_row(self.scope, project, name, lock=True)
         base = lookup_base_model(lora.base_model)
         roles = set(files)
@@ -205,6 +205,7 @@ class LifecycleService(Service):
             changes["scores"] = merged
             row.scores = merged
         if known_issues is not None:
+            check_text(known_issues, "known issues")
             changes["known_issues"] = known_issues
             row.known_issues = known_issues
         if not changes:
@@ -221,6 +222,7 @@ class LifecycleService(Service):
         project's policy requires must have passed for this version's files; an admin may override with
         a reason, and the event says so."""
         self.scope.require(project, Action.VERSION_PROMOTE)
+        check_text(reason, "reason", 4000)
         _, lora = lora_row(self.scope, project, name, lock=True)
         row = version_row(self.scope, lora, version, project)
         if row.status == Status.CURRENT.value:
@@ -260,6 +262,7 @@ class LifecycleService(Service):
         or deprecated on purpose are skipped, so repeated rollbacks walk further back in time.
         """
         self.scope.require(project, Action.VERSION_ROLLBACK)
+        check_text(reason, "reason", 4000)
         _, lora = lora_row(self.scope, project, name, lock=True)
         events = events_of(self.scope, lora)
         current = current_version(self.scope, lora)
@@ -294,6 +297,7 @@ class LifecycleService(Service):
 
     def deprecate(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
         self.scope.require(project, Action.VERSION_DEPRECATE)
+        check_text(reason, "reason", 4000)
         _, lora = lora_row(self.scope, project, name, lock=True)
         row = version_row(self.scope, lora, version, project)
         # A superseded version is deprecated but still a rollback target; deprecating it on purpose
@@ -302,6 +306,24 @@ class LifecycleService(Service):
             raise Conflict(f"{project}/{name}@{row.version} is already deprecated")
         set_status(self.scope, lora, row, Status.DEPRECATED, "deprecated", reason)
         return self._result(project=project, name=name, version=row.version)
+
+
+def _check_record(
+    changelog: str,
+    known_issues: str,
+    hyperparameters: Mapping[str, Any] | None,
+    dataset_hash: str | None,
+    dataset_summary: Mapping[str, Any] | None,
+    scores: Mapping[str, float] | None,
+) -> tuple[dict[str, Any], dict[str, float]]:
+    """A new version's record, held to its bounds: the hyperparameters and scores as they are stored."""
+    check_text(changelog, "changelog")
+    check_text(known_issues, "known issues")
+    check_json(dict(hyperparameters or {}), "hyperparameters")
+    check_json(dict(dataset_summary or {}), "dataset summary")
+    if dataset_hash is not None and not (0 < len(dataset_hash) <= 128 and dataset_hash.isprintable()):
+        raise InvalidInput(f"invalid dataset hash {dataset_hash[:40]!r}", hint="at most 128 printable characters")
+    return _check_hyperparameters(hyperparameters or {}), _check_scores(scores or {})
 
 
 def _check_hyperparameters(values: Mapping[str, Any]) -> dict[str, Any]:
