@@ -14,11 +14,17 @@ _DURATION = re.compile(r"(\d+)([smhdw])")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
 
+MAX_TOKEN_LIFETIME = timedelta(days=3650)
+
+
 def parse_duration(text: str) -> timedelta:
-    m = _DURATION.fullmatch(text.strip())
+    m = _DURATION.fullmatch(text.strip()[:32])
     if not m or int(m[1]) == 0:
-        raise InvalidInput(f"invalid duration {text!r}", hint="use a number and a unit: 90m, 12h, 30d, 4w")
-    return timedelta(**{_UNITS[m[2]]: int(m[1])})
+        raise InvalidInput(f"invalid duration {text[:40]!r}", hint="use a number and a unit: 90m, 12h, 30d, 4w")
+    value = timedelta(**{_UNITS[m[2]]: min(int(m[1]), 10**9)})
+    if value > MAX_TOKEN_LIFETIME:
+        raise InvalidInput(f"a token lifetime of {text!r} is over {MAX_TOKEN_LIFETIME.days} days", hint="e.g. 365d")
+    return value
 
 
 class UserPublic(BaseModel):

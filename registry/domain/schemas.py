@@ -50,13 +50,28 @@ def parse_category(value: str) -> Category:
         ) from None
 
 
+MAX_VERSION_PART = 2**31 - 1  # what an INTEGER column holds on PostgreSQL, and so on SQLite too
+MAX_PRERELEASE = 64
+MAX_VERSION_LENGTH = 64  # the versions table's column
+
+
 def parse_semver(value: str) -> semver.Version:
+    hint = "use semantic versioning MAJOR.MINOR.PATCH, e.g. 1.2.0"
+    if not isinstance(value, str) or len(value) > 128:
+        raise InvalidInput(f"invalid version {str(value)[:40]!r}…", hint=hint)
     try:
-        return semver.Version.parse(value.removeprefix("v"))
+        parsed = semver.Version.parse(value.removeprefix("v"))
     except (ValueError, TypeError):
-        raise InvalidInput(
-            f"invalid version {value!r}", hint="use semantic versioning MAJOR.MINOR.PATCH, e.g. 1.2.0"
-        ) from None
+        raise InvalidInput(f"invalid version {value!r}", hint=hint) from None
+    if max(parsed.major, parsed.minor, parsed.patch) > MAX_VERSION_PART:
+        raise InvalidInput(f"version {value!r} has a number over {MAX_VERSION_PART}", hint=hint)
+    if parsed.prerelease and len(parsed.prerelease) > MAX_PRERELEASE:
+        raise InvalidInput(f"the pre-release of {value!r} is over {MAX_PRERELEASE} characters", hint=hint)
+    if parsed.build:
+        raise InvalidInput(f"version {value!r} has build metadata (+…), which wanlora does not keep", hint=hint)
+    if len(str(parsed)) > MAX_VERSION_LENGTH:
+        raise InvalidInput(f"version {value!r} is over {MAX_VERSION_LENGTH} characters", hint=hint)
+    return parsed
 
 
 class Hyperparameters(BaseModel):

@@ -75,6 +75,10 @@ def enqueue(session: Session, event: Event, lora: Lora, version: Version | None)
             )
 
 
+MAX_URL = 2048  # the webhooks table's columns
+MIN_SECRET, MAX_SECRET = 16, 128
+
+
 class WebhookService:
     def __init__(self, session: Session, *, principal: Principal, authorizer: Authorizer | None = None) -> None:
         self.session = session
@@ -85,9 +89,16 @@ class WebhookService:
         self.authz.require(self.principal, project, Action.WEBHOOK_MANAGE)
 
     def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated:
+        if len(url) > MAX_URL:
+            raise InvalidInput(f"a webhook URL is at most {MAX_URL} characters, this one {len(url):,}")
         parsed = urlparse(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise InvalidInput(f"invalid webhook URL {url!r}", hint="use an http:// or https:// URL")
+            raise InvalidInput(f"invalid webhook URL {url[:200]!r}", hint="use an http:// or https:// URL")
+        if secret is not None and not MIN_SECRET <= len(secret) <= MAX_SECRET:
+            raise InvalidInput(
+                f"a webhook secret is {MIN_SECRET}-{MAX_SECRET} characters, this one {len(secret)}",
+                hint="leave --secret out and wanlora generates one",
+            )
         unknown = sorted(set(events) - set(EVENT_KINDS))
         if unknown or not events:
             raise InvalidInput(

@@ -51,3 +51,37 @@ def test_oversized_text_and_documents_are_refused(wl: Wanlora, tmp_path: Path) -
                   result=EvaluationIn(phase="technical", digest=digest, passed=True, details=nested(40)))  # fmt: skip
     with wl.registry(write=False) as reg:
         assert reg.get_version(project="default", name="sarah").status.value == "testing"
+
+
+@pytest.mark.parametrize(
+    "version, why",
+    [
+        ("2147483648.0.0", "a number over 2147483647"),
+        ("1.0.9223372036854775808", "a number over"),
+        ("1.0.0-" + "a" * 65, "pre-release"),
+        ("1.0.0-" + "a.b" * 20, "over 64 characters"),
+        ("1.0.0+build.7", "build metadata"),
+        ("9" * 200, "invalid version"),
+    ],
+)
+def test_versions_the_database_could_not_hold_are_refused_alike(
+    wl: Wanlora, tmp_path: Path, version: str, why: str
+) -> None:
+    with pytest.raises(InvalidInput, match=why):
+        register(wl, tmp_path, version=version)
+    register(wl, tmp_path, version="2147483647.0.0-" + "a" * 48)  # the largest there is: stored on both
+
+
+def test_webhook_urls_secrets_and_token_lifetimes_are_bounded(wl: Wanlora) -> None:
+    from registry.domain.accounts import parse_duration
+
+    with pytest.raises(InvalidInput, match="at most 2048 characters"), wl.webhooks() as hooks:
+        hooks.add(url="http://example.invalid/" + "x" * 3000, project="*", events=["promote"])
+    for secret in ("x", "y" * 200):
+        with pytest.raises(InvalidInput, match="16-128 characters"), wl.webhooks() as hooks:
+            hooks.add(url="http://example.invalid/hook", project="*", events=["promote"], secret=secret)
+    with wl.webhooks() as hooks:
+        assert hooks.add(url="http://example.invalid/hook", project="*", events=["promote"], secret="s" * 16).id
+    with pytest.raises(InvalidInput, match="over 3650 days"):
+        parse_duration("9999999d")
+    assert parse_duration("365d").days == 365
