@@ -56,6 +56,12 @@ async def get_caller(
     return state.wl.as_principal(principal)
 
 
+def authenticate_token(state: ServerState, token: str | None) -> Principal:
+    """The token's principal (remembered a moment), or Unauthenticated."""
+    principal = state.auth.get(token) if token else None
+    return principal if principal is not None else _authenticate(state, token)
+
+
 def _authenticate(state: ServerState, token: str | None) -> Principal:
     with state.wl.accounts(write=False) as accounts:
         principal, expires_at = accounts.authenticate_with_expiry(token)

@@ -6,7 +6,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.deps import ServerState, authenticate_token
 from registry.domain.errors import WanloraError
 
 STATUS = {
@@ -51,9 +54,38 @@ def install(app: FastAPI) -> None:
         return error_response(500, "error", "internal error", "the server log has the details")
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI reads and checks the body before it runs the dependencies, so without this a caller
+        # with no or a bad token would learn how its request was wrong before being told who it is not.
+        denied = await _unauthenticated(request)
+        if denied is not None:
+            return denied
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         return error_response(422, "invalid_input", f"invalid request: {problems}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "error")
+        return error_response(exc.status_code, code, str(exc.detail))
+
+
+PUBLIC_PATHS = ("/api/v1/health",)
+
+
+async def _unauthenticated(request: Request) -> JSONResponse | None:
+    """The 401 a request to the API gets before anything about its body, when its token is missing or bad."""
+    if not request.url.path.startswith("/api/") or request.url.path in PUBLIC_PATHS:
+        return None
+    state: ServerState | None = getattr(request.app.state, "wanlora", None)
+    header = request.headers.get("authorization", "")
+    token = header[7:].strip() if header.lower().startswith("bearer ") else None
+    if state is None:
+        return None
+    try:
+        await run_in_threadpool(authenticate_token, state, token)
+    except WanloraError as exc:
+        return error_response(STATUS.get(exc.code, 401), exc.code, exc.message, exc.hint)
+    return None
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
