@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import threading
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -48,6 +51,22 @@ class FreshAfterWrites:
         await self.app(scope, receive, send_then_invalidate)
 
 
+STALE_UPLOAD_SECONDS = 3600
+
+
+def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
+    """Remove uploads nobody registered: partial ones of a killed request and finished ones left
+    unused. A live upload is written to all along, so only files untouched for ``older_than`` go."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in folder.glob("u_*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+    return removed
+
+
 def bootstrap(settings: Settings) -> TokenCreated | None:
     """Before the server's first start: the schema, and the first admin with a token for every project
     (returned once; ``None`` when there are users already)."""
@@ -68,6 +87,7 @@ def create_app(
     wl.db.ensure_schema()
     uploads = settings.home_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
+    sweep_uploads(uploads)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -18,7 +20,7 @@ __all__ = ["LocalStore"]
 class _LocalWriter:
     def __init__(self, store: LocalStore) -> None:
         self._store = store
-        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix="put-")
+        fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix=f"put-{_HOST}-{os.getpid()}-")
         self._tmp = Path(name)
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._hash = hashlib.sha256()
@@ -57,6 +59,23 @@ class _LocalWriter:
             self._done = True
 
 
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
+
+
+def _writer_gone(name: str) -> bool:
+    """Whether ``put-<host>-<pid>-…`` was written by a process of this host that no longer runs."""
+    parts = name.split("-")
+    if len(parts) < 4 or parts[1] != _HOST or not parts[2].isdigit():
+        return False
+    try:
+        os.kill(int(parts[2]), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        return False
+    return False
+
+
 class LocalStore:
     """Objects at ``ROOT/sha256/ab/abcdef…``; temporary files at ``ROOT/tmp``."""
 
@@ -71,11 +90,12 @@ class LocalStore:
         self._sweep_stale_tmp()
 
     def _sweep_stale_tmp(self) -> None:
-        """Remove what killed writers left behind (old enough that no live writer owns it)."""
+        """Remove what killed writers left behind: at once when the writer was a process of this host
+        that has ended (its id is in the name), else once it is old enough that no live writer owns it."""
         cutoff = time.time() - self.STALE_TMP_SECONDS
         for leftover in self.tmp_dir.glob("put-*"):
             try:
-                if leftover.stat().st_mtime < cutoff:
+                if _writer_gone(leftover.name) or leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
             except FileNotFoundError:
                 pass
