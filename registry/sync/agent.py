@@ -15,8 +15,6 @@ version the prompt really used, success or the ``execution_error``, and the exec
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,6 +25,7 @@ import httpx
 
 from registry.domain.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied, WanloraError
 from registry.domain.eval_schemas import ReportIn
+from registry.sync.folder import ROOT, load_manifest, write_atomic
 
 __all__ = ["AgentPass", "ReportAgent", "uses_of"]
 
@@ -48,10 +47,10 @@ class AgentPass:
 
 
 def _manifest_versions(loras_root: Path) -> dict[str, dict[str, Any]]:
+    """What sync recorded, to name the version behind a stock loader's file; nothing if unreadable."""
     try:
-        files = json.loads((loras_root / "wanlora" / ".wanlora-manifest.json").read_text())["files"]
-        return files if isinstance(files, dict) else {}
-    except (OSError, ValueError, KeyError, TypeError):
+        return load_manifest(loras_root / ROOT)[0]
+    except (OSError, InvalidInput):
         return {}
 
 
@@ -94,7 +93,7 @@ def _outcome(prompt_id: str, entry: dict[str, Any], client_id: str | None) -> Re
         success=success,
         seconds=seconds,
         client_id=client_id,
-        error=(why or None) and why[:4000],
+        error=why[:4000] if why else None,
     )
 
 
@@ -125,12 +124,7 @@ class ReportAgent:
             ) from None
 
     def _save(self, path: Path, data: Any) -> None:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(data).encode())
 
     def run_once(self) -> AgentPass:
         """Read the history, queue what is new, send what waits."""
