@@ -41,8 +41,9 @@ from registry.sync.comfyui import sync_comfyui  # noqa: E402
 BIG_BASE = "wan2.1-t2v-14b"  # one file per version, 14B shapes
 
 
-def timed_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run a command; return (wall seconds, peak RSS in MB) of that one process.
+def timed_child(argv: list[str], env: dict[str, str] | None = None, *, expect_fail: bool = False) -> tuple[float, int]:
+    """Run a command; return (wall seconds, peak RSS in MB) of that one process. It must succeed, or
+    with ``expect_fail`` exit with status 2 (bad input).
 
     Linux carries a parent's RSS high-water mark into a forked child, so the peak is taken through
     GNU time (its child forks from a small process); without it, from wait4, which is an upper bound.
@@ -54,8 +55,9 @@ def timed_child(argv: list[str], env: dict[str, str] | None = None) -> tuple[flo
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
-        if os.waitstatus_to_exitcode(status) != 0:
-            raise SystemExit(f"{argv[:3]} failed")
+        code = os.waitstatus_to_exitcode(status)
+        if code != (2 if expect_fail else 0):
+            raise SystemExit(f"{argv[:3]} exited with {code}")
         peak_kb = int(rss_file.read().strip().splitlines()[-1]) if gnu_time else usage.ru_maxrss
     return elapsed, peak_kb // 1024
 

@@ -18,6 +18,7 @@ from typing import BinaryIO
 import numpy as np
 
 from registry.domain.errors import InvalidFile
+from registry.files.header_scan import MAX_METADATA_KEYS, scan_header
 
 __all__ = [
     "DTYPE_SIZES",
@@ -97,15 +98,6 @@ def refuse_pickle(path: Path, first_bytes: bytes) -> None:
         )
 
 
-def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    out: dict[str, object] = {}
-    for key, value in pairs:
-        if key in out:
-            raise InvalidFile(f"safetensors header names tensor {key!r} twice", hint="re-save the file")
-        out[key] = value
-    return out
-
-
 def read_header(fh: BinaryIO, file_size: int, *, name: str = "file") -> Header:
     """Parse and bound-check a safetensors header. ``fh`` is positioned at 0; nothing else is read."""
     prefix = fh.read(8)
@@ -122,23 +114,14 @@ def read_header(fh: BinaryIO, file_size: int, *, name: str = "file") -> Header:
             f"{name} is truncated: its header needs {8 + header_len:,} bytes but the file has {file_size:,}",
             hint="copy or download the file again",
         )
-    blob = fh.read(header_len)
-    try:
-        raw = json.loads(blob.decode("utf-8"), object_pairs_hook=_reject_duplicates)
-    except InvalidFile:
-        raise
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidFile(
-            f"{name} is not a safetensors file: its header is not valid JSON ({exc})",
-            hint="check that the file is a .safetensors LoRA and not another format",
-        ) from exc
-    if not isinstance(raw, dict):
-        raise InvalidFile(f"{name}: safetensors header must be a JSON object")
-    metadata = raw.pop("__metadata__", None) or {}
+    raw, metadata = scan_header(fh, header_len, name=name)
+    metadata = metadata or {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
         raise InvalidFile(f"{name}: __metadata__ must map strings to strings")
+    if len(metadata) > MAX_METADATA_KEYS:
+        raise InvalidFile(f"{name}: __metadata__ has {len(metadata):,} entries; at most {MAX_METADATA_KEYS:,}")
     data_size = file_size - 8 - header_len
     tensors: list[TensorInfo] = []
     for tname, spec in raw.items():

@@ -38,7 +38,8 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     ),
     "too short": (lambda t: (t / "x.safetensors").write_bytes(b"abc") and t / "x.safetensors", "too short"),
     "header past end": (lambda t: raw(t / "x.safetensors", b"{}", prefix=(5000).to_bytes(8, "little")), "truncated"),
-    "not json": (lambda t: raw(t / "x.safetensors", b"\xff\xfenot json"), "not valid JSON"),
+    "not json": (lambda t: raw(t / "x.safetensors", b"{not json}"), "not valid JSON"),
+    "not utf-8": (lambda t: raw(t / "x.safetensors", b"\xff\xfenot json"), "not UTF-8"),
     "json list": (lambda t: raw(t / "x.safetensors", b"[1,2]"), "JSON object"),
     "unknown dtype": (
         lambda t: raw(t / "x.safetensors", {"a": tensor("Q4", [2], 0, 2)}, b"\0\0"),
