@@ -100,7 +100,7 @@ def create_app(
         stop = threading.Event()
         thread = None
         if deliver_webhooks:
-            thread = threading.Thread(target=Dispatcher(wl.db).run_forever, args=(stop,), daemon=True)
+            thread = threading.Thread(target=Dispatcher(wl.db, egress=wl.egress).run_forever, args=(stop,), daemon=True)
             thread.start()
         yield
         stop.set()

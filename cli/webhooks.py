@@ -23,13 +23,21 @@ def webhook_add(
         "register,promote,rollback,deprecate"
     ),
     project: Annotated[str, typer.Option("--project", "-p", help="A project, or '*' for all.")] = "*",
-    secret: Annotated[str | None, typer.Option("--secret", help="HMAC key (generated when omitted).")] = None,
+    secret: Annotated[
+        str | None, typer.Option("--secret", help="HMAC key, at least 16 bytes (generated when omitted).")
+    ] = None,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds one attempt may take (0.5-30).")] = 5.0,
     as_json: JsonOpt = False,
 ) -> None:
-    """Add a webhook. Deliveries are signed: X-Wanlora-Signature: sha256=HMAC(secret, body)."""
+    """Add a webhook. Only public addresses are reached (see WANLORA_WEBHOOK_ALLOW_HOSTS). Deliveries are
+    signed: X-Wanlora-Signature: t=UNIX_SECONDS,v1=HEX(HMAC-SHA256(secret, "t." + body)); see docs/webhooks.md."""
     with backend() as wl, wl.webhooks() as hooks:
         created = hooks.add(
-            url=url, project=project, events=[e.strip() for e in events.split(",") if e.strip()], secret=secret
+            url=url,
+            project=project,
+            events=[e.strip() for e in events.split(",") if e.strip()],
+            secret=secret,
+            timeout=timeout,
         )
     if as_json:
         render.emit_json(created)

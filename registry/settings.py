@@ -50,8 +50,17 @@ class Settings(BaseSettings):
     policy_file: Path | None = Field(
         default=None, description="Evaluation policy (TOML); default $WANLORA_HOME/policy.toml when it exists."
     )
+    webhook_allow_hosts: str = Field(
+        default="",
+        description="Internal hosts webhooks may reach, comma-separated names, addresses or networks "
+        "(hooks.internal,10.1.0.0/16); every other private, loopback or link-local target is refused.",
+    )
     project: str = Field(default="default", description="Project used when a command names none.")
     user: str = Field(default_factory=_default_actor, description="Actor recorded in the event log.")
+
+    @property
+    def webhook_allow_list(self) -> tuple[str, ...]:
+        return tuple(h.strip() for h in self.webhook_allow_hosts.split(",") if h.strip())
 
     @property
     def home_dir(self) -> Path:

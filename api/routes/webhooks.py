@@ -18,13 +18,18 @@ class WebhookCreate(BaseModel):
     url: str = Field(examples=["https://chat.example/hooks/wanlora"])
     project: str = Field(examples=["brandx"], description="A project, or '*' for every project.")
     events: list[str] = Field(examples=[["register", "promote", "rollback", "deprecate"]])
-    secret: str | None = Field(default=None, description="HMAC key; generated when omitted (and returned once).")
+    secret: str | None = Field(
+        default=None, description="HMAC key, 16 bytes to 128 characters; generated when omitted (and returned once)."
+    )
+    timeout_seconds: float = Field(default=5.0, description="One attempt's whole budget, 0.5-30 seconds.")
 
 
 @router.post("", status_code=201, summary="Add a webhook; its secret is in this answer only")
 def add_webhook(body: WebhookCreate, caller: CallerDep) -> WebhookCreated:
     with caller.webhooks() as hooks:
-        return hooks.add(url=body.url, project=body.project, events=body.events, secret=body.secret)
+        return hooks.add(
+            url=body.url, project=body.project, events=body.events, secret=body.secret, timeout=body.timeout_seconds
+        )
 
 
 @router.get("", summary="Webhooks this caller manages")

@@ -138,7 +138,9 @@ class AccountOps(Protocol):
 
 
 class WebhookOps(Protocol):
-    def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated: ...
+    def add(
+        self, *, url: str, project: str, events: list[str], secret: str | None = None, timeout: float = 5.0
+    ) -> WebhookCreated: ...
 
     def list_webhooks(self) -> list[WebhookPublic]: ...
 

@@ -35,6 +35,7 @@ from registry.files.jsonfile import read_json_object
 from registry.files.metadata import facts_from_metadata
 from registry.services.accounts import AccountService
 from registry.services.delivery import Dispatcher
+from registry.services.egress import EgressPolicy
 from registry.services.evaluation import EvaluationService
 from registry.services.registry import RegistryService
 from registry.services.webhooks import WebhookService
@@ -53,9 +54,11 @@ class Wanlora:
         default_project: str = "default",
         principal: Principal | None = None,
         policy: Policy | None = None,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.db = db
         self.policy = policy or Policy()
+        self.egress = egress or EgressPolicy()  # where webhooks may be sent
         self.store = store
         self.actor = actor
         self.default_project = default_project
@@ -70,6 +73,7 @@ class Wanlora:
             actor=settings.user,
             default_project=settings.project,
             policy=load_policy(settings.resolved_policy_file),
+            egress=EgressPolicy(allow_hosts=settings.webhook_allow_list),
         )
 
     @contextmanager
@@ -85,7 +89,7 @@ class Wanlora:
     @contextmanager
     def webhooks(self, *, write: bool = True) -> Iterator[WebhookService]:
         with self.db.session(write=write) as session:
-            yield WebhookService(session, principal=self.principal)
+            yield WebhookService(session, principal=self.principal, egress=self.egress)
 
     @contextmanager
     def accounts(self, *, write: bool = True) -> Iterator[AccountService]:
@@ -101,6 +105,7 @@ class Wanlora:
             default_project=self.default_project,
             principal=principal,
             policy=self.policy,
+            egress=self.egress,
         )
 
     def close(self) -> None:
@@ -127,7 +132,11 @@ class Wanlora:
         """There is no server to deliver webhooks: one short pass after the command (its change is
         committed already); what fails stays queued for the next pass."""
         with suppress(Exception):  # a delivery problem must never turn a done change into a failed command
-            Dispatcher(self.db, timeout=2.0).run_once()
+            dispatcher = Dispatcher(self.db, egress=self.egress, timeout=2.0)
+            try:
+                dispatcher.run_once()
+            finally:
+                dispatcher.close()
 
     # -- register -----------------------------------------------------------------------------------
 

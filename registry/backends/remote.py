@@ -169,8 +169,10 @@ class RemoteWebhooks:
     def __init__(self, http: Http) -> None:
         self.http = http
 
-    def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated:
-        body = {"url": url, "project": project, "events": events, "secret": secret}
+    def add(
+        self, *, url: str, project: str, events: list[str], secret: str | None = None, timeout: float = 5.0
+    ) -> WebhookCreated:
+        body = {"url": url, "project": project, "events": events, "secret": secret, "timeout_seconds": timeout}
         return WebhookCreated.model_validate(self.http.call("POST", "/api/v1/webhooks", json=body))
 
     def list_webhooks(self) -> list[WebhookPublic]:

@@ -180,6 +180,7 @@ class Webhook(SQLModel, table=True):
     events: list[str] = Field(default_factory=list, sa_type=JSON)
     secret: str = Field(max_length=128)  # the HMAC key; it must be kept to sign, and is shown once
     active: bool = True
+    timeout_seconds: float = Field(default=5.0, sa_column_kwargs={"server_default": "5"})  # one attempt's budget
     created_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
 

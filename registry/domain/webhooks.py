@@ -4,19 +4,56 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from datetime import datetime
 
 from pydantic import BaseModel
 
-__all__ = ["EVENT_KINDS", "DeliveryPublic", "WebhookCreated", "WebhookPublic", "sign"]
+__all__ = [
+    "EVENT_KINDS",
+    "SIGNATURE_TOLERANCE",
+    "DeliveryPublic",
+    "WebhookCreated",
+    "WebhookPublic",
+    "sign",
+    "verify",
+]
 
 # webhook event name -> event-log kind that fires it
 EVENT_KINDS = {"register": "registered", "promote": "promoted", "rollback": "restored", "deprecate": "deprecated"}
 _BY_KIND = {kind: name for name, kind in EVENT_KINDS.items()}
 
 
-def sign(secret: str, body: bytes) -> str:
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+SIGNATURE_TOLERANCE = 300  # seconds: how old a signed timestamp a receiver should accept
+
+
+def _mac(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """``X-Wanlora-Signature``: ``t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>." + body>`` (Stripe's form).
+    The timestamp is signed with the body, so a captured delivery cannot be replayed later."""
+    return f"t={timestamp},v1={_mac(secret, timestamp, body)}"
+
+
+def verify(
+    secret: str, header: str, body: bytes, *, tolerance: int = SIGNATURE_TOLERANCE, now: float | None = None
+) -> bool:
+    """What a receiver does with ``X-Wanlora-Signature``: True when one ``v1`` matches the raw body
+    and the signed timestamp is within ``tolerance`` seconds of now."""
+    fields: dict[str, list[str]] = {}
+    for item in header.split(","):
+        key, _, value = item.strip().partition("=")
+        fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        return False
+    if abs((time.time() if now is None else now) - timestamp) > tolerance:
+        return False
+    expected = _mac(secret, timestamp, body)
+    return any(hmac.compare_digest(expected, candidate) for candidate in fields.get("v1", []))
 
 
 class WebhookPublic(BaseModel):
@@ -25,6 +62,7 @@ class WebhookPublic(BaseModel):
     project: str
     events: list[str]
     active: bool
+    timeout_seconds: float
     created_by: str
     created_at: datetime
 

@@ -1,10 +1,19 @@
-"""The webhook dispatcher: claims due deliveries (SKIP LOCKED leases), POSTs them signed, retries
-with exponential backoff and logs every attempt."""
+"""The webhook dispatcher: claims due deliveries (SKIP LOCKED leases), POSTs them signed to checked
+public addresses, retries with exponential backoff and logs every attempt.
+
+Each hook is served by one worker at a time, in delivery order, and has its own time budget: a hook
+that hangs holds only its own worker, so every other hook's deliveries go on. Errors are logged in
+coarse words ("could not connect", "timed out"), which tell an operator what to fix but do not map
+the receiver's network.
+"""
 
 from __future__ import annotations
 
 import json
 import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -15,93 +24,180 @@ from registry.db.engine import Database
 from registry.db.tables import Webhook, WebhookDelivery
 from registry.domain.clock import utcnow
 from registry.domain.webhooks import sign
+from registry.services.egress import EgressPolicy, TargetRefused
 
 __all__ = ["Dispatcher"]
+
+MAX_REDIRECTS = 3
+
+
+@dataclass(frozen=True)
+class _Job:
+    delivery_id: int
+    webhook_id: int
+    url: str
+    secret: str
+    timeout: float
+    payload: dict[str, Any]
+    kind: str
+
+
+def _coarse(exc: httpx.HTTPError) -> str:
+    if isinstance(exc, httpx.TimeoutException):
+        return "timed out"
+    if isinstance(exc, httpx.ConnectError):
+        return "could not connect"
+    return "the receiver's answer was not valid HTTP"
 
 
 class Dispatcher:
     """Delivers due webhook deliveries. Safe to run in several processes: a claimed delivery is leased
-    (its next attempt pushed past the request timeout) before it is sent, with SKIP LOCKED on PostgreSQL."""
+    (its next attempt pushed past its hook's time budget) before it is sent, with SKIP LOCKED on
+    PostgreSQL."""
 
     def __init__(
         self,
         db: Database,
         *,
-        client: httpx.Client | None = None,
-        timeout: float = 5.0,
+        egress: EgressPolicy | None = None,
+        timeout: float | None = None,
         max_attempts: int = 8,
         base_delay: float = 2.0,
         max_delay: float = 3600.0,
+        workers: int = 8,
     ) -> None:
         self.db = db
-        self.client = client or httpx.Client(timeout=timeout, follow_redirects=False)
-        self.timeout = timeout
+        self.egress = egress or EgressPolicy()
+        self.timeout = timeout  # caps every hook's own budget (the CLI's short pass after a command)
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
+        # no environment proxies: they would carry the request past the address check
+        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wanlora-webhook")
+        self._busy: set[int] = set()  # hooks with a worker on them
+        self._lock = threading.Lock()
 
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.max_delay, self.base_delay * 2 ** (attempts - 1)))
 
-    def _claim(self, limit: int) -> list[tuple[int, str, str, dict[str, Any], str]]:
-        now = utcnow()
-        with self.db.session() as s:
-            rows = s.exec(
-                select(WebhookDelivery, Webhook)
-                .join(Webhook, col(Webhook.id) == WebhookDelivery.webhook_id)
-                .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
-                .order_by(col(WebhookDelivery.id))
-                .limit(limit)
-                .with_for_update(skip_locked=True, of=WebhookDelivery)
-            ).all()
-            claimed = []
-            for delivery, hook in rows:
-                delivery.attempts += 1
-                delivery.next_attempt_at = now + timedelta(seconds=self.timeout * 4)  # the lease
-                s.add(delivery)
-                claimed.append((delivery.id or 0, hook.url, hook.secret, delivery.payload, delivery.kind))
-            return claimed
+    def _budget(self, hook: Webhook) -> float:
+        return min(hook.timeout_seconds, self.timeout) if self.timeout else hook.timeout_seconds
 
-    def _send(
-        self, delivery_id: int, url: str, secret: str, payload: dict[str, Any], kind: str
-    ) -> tuple[int | None, str | None]:
-        body = json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()
+    def _claim(self, limit: int) -> dict[int, list[_Job]]:
+        now = utcnow()
+        with self._lock:
+            busy = set(self._busy)
+        query = (
+            select(WebhookDelivery, Webhook)
+            .join(Webhook, col(Webhook.id) == WebhookDelivery.webhook_id)
+            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .order_by(col(WebhookDelivery.id))
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=WebhookDelivery)
+        )
+        if busy:
+            query = query.where(col(WebhookDelivery.webhook_id).not_in(busy))
+        jobs: dict[int, list[_Job]] = {}
+        with self.db.session() as s:
+            for delivery, hook in s.exec(query).all():
+                budget = self._budget(hook)
+                delivery.attempts += 1
+                # the lease: every delivery of this hook claimed now may run one after the other
+                delivery.next_attempt_at = now + timedelta(seconds=budget * (MAX_REDIRECTS + 1) * limit + 60)
+                s.add(delivery)
+                jobs.setdefault(hook.id or 0, []).append(
+                    _Job(delivery.id or 0, hook.id or 0, hook.url, hook.secret, budget, delivery.payload, delivery.kind)
+                )
+        return jobs
+
+    def _post(self, job: _Job, url: str, body: bytes, deadline: float) -> httpx.Response:
+        target = self.egress.resolve(url)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise httpx.TimeoutException("the hook's time budget is spent")
         headers = {
+            "Host": target.host_header,
             "Content-Type": "application/json",
-            "User-Agent": "wanlora-webhook/1",
-            "X-Wanlora-Event": kind,
-            "X-Wanlora-Delivery": str(delivery_id),
-            "X-Wanlora-Signature": sign(secret, body),
+            "User-Agent": "wanlora-webhook/2",
+            "X-Wanlora-Event": job.kind,
+            "X-Wanlora-Delivery": str(job.delivery_id),
+            "X-Wanlora-Signature": sign(job.secret, body, int(time.time())),
         }
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+        request = self.client.build_request(
+            "POST", target.url, content=body, headers=headers, timeout=remaining, extensions=extensions
+        )
+        return self.client.send(request)
+
+    def _send(self, job: _Job) -> tuple[int | None, str | None]:
+        body = json.dumps(job.payload, separators=(",", ":"), sort_keys=True).encode()
+        deadline = time.monotonic() + job.timeout
+        url = job.url
         try:
-            response = self.client.post(url, content=body, headers=headers)
+            for _ in range(MAX_REDIRECTS + 1):
+                response = self._post(job, url, body, deadline)
+                if response.status_code not in (307, 308) or "location" not in response.headers:
+                    break
+                url = str(response.url.join(response.headers["location"]))  # checked again by _post
+            else:
+                return response.status_code, f"more than {MAX_REDIRECTS} redirects"
+        except TargetRefused as exc:
+            return None, f"refused: {exc.message}"[:500]
         except httpx.HTTPError as exc:
-            return None, f"{type(exc).__name__}: {exc}"[:500]
-        return response.status_code, None if response.is_success else f"HTTP {response.status_code}"
+            return None, _coarse(exc)
+        if response.is_success:
+            return response.status_code, None
+        if response.is_redirect:
+            return response.status_code, f"HTTP {response.status_code}: only 307 and 308 redirects are followed"
+        return response.status_code, f"HTTP {response.status_code}"
+
+    def _record(self, job: _Job, code: int | None, error: str | None) -> None:
+        with self.db.session() as s:
+            d = s.get(WebhookDelivery, job.delivery_id)
+            assert d is not None
+            d.last_status_code, d.last_error = code, error
+            if error is None:
+                d.status, d.delivered_at = "delivered", utcnow()
+            elif d.attempts >= self.max_attempts:
+                d.status = "failed"
+            else:
+                d.next_attempt_at = utcnow() + self.backoff(d.attempts)
+            s.add(d)
+
+    def _serve(self, hook_id: int, jobs: list[_Job]) -> None:
+        try:
+            for job in jobs:
+                self._record(job, *self._send(job))
+        finally:
+            with self._lock:
+                self._busy.discard(hook_id)
+
+    def dispatch(self, limit: int = 50) -> tuple[int, list[Future[None]]]:
+        """Claim what is due and hand each hook's deliveries to a worker; returns at once, with how
+        many deliveries were claimed."""
+        claimed = self._claim(limit)
+        with self._lock:
+            self._busy.update(claimed)
+        futures = [self.pool.submit(self._serve, hook_id, jobs) for hook_id, jobs in claimed.items()]
+        return sum(len(jobs) for jobs in claimed.values()), futures
 
     def run_once(self, limit: int = 50) -> int:
-        """Deliver what is due; returns how many were attempted."""
-        claimed = self._claim(limit)
-        for delivery_id, url, secret, payload, kind in claimed:
-            code, error = self._send(delivery_id, url, secret, payload, kind)
-            with self.db.session() as s:
-                d = s.get(WebhookDelivery, delivery_id)
-                assert d is not None
-                d.last_status_code, d.last_error = code, error
-                if error is None:
-                    d.status, d.delivered_at = "delivered", utcnow()
-                elif d.attempts >= self.max_attempts:
-                    d.status = "failed"
-                else:
-                    d.next_attempt_at = utcnow() + self.backoff(d.attempts)
-                s.add(d)
-        return len(claimed)
+        """Deliver what is due and wait for it; returns how many were attempted."""
+        count, futures = self.dispatch(limit)
+        for future in futures:
+            future.result()
+        return count
 
     def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
         while not stop.is_set():
             try:
-                busy = self.run_once()
+                busy = bool(self.dispatch()[0])
             except Exception:  # a database hiccup must not kill the dispatcher; try again shortly
-                busy = 0
-            if not busy:
-                stop.wait(interval)
+                busy = False
+            stop.wait(0.05 if busy else interval)
+        self.close()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.client.close()

@@ -2,14 +2,14 @@
 
 The change and its deliveries are written in one transaction (an outbox), and a dispatcher delivers
 them afterwards, so a slow or failing receiver can never block or fail the change itself. Each delivery
-is a JSON POST signed with HMAC-SHA256 (``X-Wanlora-Signature: sha256=<hex>``), retried with
-exponential backoff, and logged (``wanlora webhook deliveries``).
+is a JSON POST signed with HMAC-SHA256 over a timestamp and the body (``X-Wanlora-Signature:
+t=<unix seconds>,v1=<hex>``, see docs/webhooks.md), sent only to public addresses (egress.py), retried
+with exponential backoff, and logged (``wanlora webhook deliveries``).
 """
 
 from __future__ import annotations
 
 import secrets
-from urllib.parse import urlparse
 
 from sqlmodel import Session, col, select
 
@@ -20,6 +20,7 @@ from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.schemas import check_name
 from registry.domain.webhooks import _BY_KIND, EVENT_KINDS, DeliveryPublic, WebhookCreated, WebhookPublic
 from registry.services.access import Authorizer, default_authorizer
+from registry.services.egress import EgressPolicy
 
 __all__ = ["WebhookService", "enqueue"]
 
@@ -31,6 +32,7 @@ def _public(h: Webhook) -> WebhookPublic:
         project=h.project,
         events=list(h.events),
         active=h.active,
+        timeout_seconds=h.timeout_seconds,
         created_by=h.created_by,
         created_at=as_utc(h.created_at) or h.created_at,
     )
@@ -77,28 +79,39 @@ def enqueue(session: Session, event: Event, lora: Lora, version: Version | None)
 
 MAX_URL = 2048  # the webhooks table's columns
 MIN_SECRET, MAX_SECRET = 16, 128
+MIN_TIMEOUT, MAX_TIMEOUT = 0.5, 30.0
 
 
 class WebhookService:
-    def __init__(self, session: Session, *, principal: Principal, authorizer: Authorizer | None = None) -> None:
+    def __init__(
+        self,
+        session: Session,
+        *,
+        principal: Principal,
+        authorizer: Authorizer | None = None,
+        egress: EgressPolicy | None = None,
+    ) -> None:
         self.session = session
         self.principal = principal
         self.authz = authorizer or default_authorizer()
+        self.egress = egress or EgressPolicy()
 
     def _require(self, project: str) -> None:
         self.authz.require(self.principal, project, Action.WEBHOOK_MANAGE)
 
-    def add(self, *, url: str, project: str, events: list[str], secret: str | None = None) -> WebhookCreated:
+    def add(
+        self, *, url: str, project: str, events: list[str], secret: str | None = None, timeout: float = 5.0
+    ) -> WebhookCreated:
         if len(url) > MAX_URL:
             raise InvalidInput(f"a webhook URL is at most {MAX_URL} characters, this one {len(url):,}")
-        parsed = urlparse(url)
-        if parsed.scheme not in ("http", "https") or not parsed.netloc:
-            raise InvalidInput(f"invalid webhook URL {url[:200]!r}", hint="use an http:// or https:// URL")
-        if secret is not None and not MIN_SECRET <= len(secret) <= MAX_SECRET:
+        self.egress.check_static(url)
+        if secret is not None and not (len(secret.encode()) >= MIN_SECRET and len(secret) <= MAX_SECRET):
             raise InvalidInput(
-                f"a webhook secret is {MIN_SECRET}-{MAX_SECRET} characters, this one {len(secret)}",
+                f"a webhook secret is {MIN_SECRET} bytes to {MAX_SECRET} characters, this one {len(secret)}",
                 hint="leave --secret out and wanlora generates one",
             )
+        if not MIN_TIMEOUT <= timeout <= MAX_TIMEOUT:
+            raise InvalidInput(f"a webhook timeout is {MIN_TIMEOUT:g}-{MAX_TIMEOUT:g} seconds, not {timeout:g}")
         unknown = sorted(set(events) - set(EVENT_KINDS))
         if unknown or not events:
             raise InvalidInput(
@@ -113,6 +126,7 @@ class WebhookService:
             project=project,
             events=sorted(set(events)),
             secret=secret or secrets.token_urlsafe(32),
+            timeout_seconds=timeout,
             created_by=self.principal.user,
             created_at=utcnow(),
         )

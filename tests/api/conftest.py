@@ -31,7 +31,9 @@ class Api:
 
 @pytest.fixture
 def api(tmp_path: Path, database_url: str) -> Api:
-    settings = Settings(home=tmp_path / "home", database_url=database_url, max_upload_bytes=2_000_000)
+    settings = Settings(
+        home=tmp_path / "home", database_url=database_url, max_upload_bytes=2_000_000, webhook_allow_hosts="127.0.0.1"
+    )
     app = create_app(settings)
     wl: Wanlora = app.state.wanlora.wl
     for i, v in enumerate(("1.0.0", "1.1.0", "1.2.0")):

@@ -27,7 +27,7 @@ runner = CliRunner()
 
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
-    application = create_app(Settings(home=tmp_path / "server"))
+    application = create_app(Settings(home=tmp_path / "server", webhook_allow_hosts="127.0.0.1"))
     with application.state.wanlora.wl.accounts() as acc:
         token = acc.bootstrap_admin().token  # type: ignore[union-attr]
     config = uvicorn.Config(application, host="127.0.0.1", port=0, log_level="warning")

@@ -78,7 +78,7 @@ def test_webhook_urls_secrets_and_token_lifetimes_are_bounded(wl: Wanlora) -> No
     with pytest.raises(InvalidInput, match="at most 2048 characters"), wl.webhooks() as hooks:
         hooks.add(url="http://example.invalid/" + "x" * 3000, project="*", events=["promote"])
     for secret in ("x", "y" * 200):
-        with pytest.raises(InvalidInput, match="16-128 characters"), wl.webhooks() as hooks:
+        with pytest.raises(InvalidInput, match="16 bytes to 128 characters"), wl.webhooks() as hooks:
             hooks.add(url="http://example.invalid/hook", project="*", events=["promote"], secret=secret)
     with wl.webhooks() as hooks:
         assert hooks.add(url="http://example.invalid/hook", project="*", events=["promote"], secret="s" * 16).id
