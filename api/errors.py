@@ -38,6 +38,16 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
+def status_of(exc: WanloraError) -> int:
+    """The HTTP status of an error: its own code's, else the nearest base class's (an error type added
+    later never turns into a 500)."""
+    for cls in type(exc).__mro__:
+        code = getattr(cls, "code", None)
+        if code in STATUS:
+            return STATUS[code]
+    return 500
+
+
 def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     body = ErrorResponse(error=ErrorBody(code=code, message=message, hint=hint))
@@ -47,7 +57,7 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 def install(app: FastAPI) -> None:
     @app.exception_handler(WanloraError)
     async def _registry_error(_: Request, exc: WanloraError) -> JSONResponse:
-        return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.hint)
+        return error_response(status_of(exc), exc.code, exc.message, exc.hint)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # a bug: same shape, no internals

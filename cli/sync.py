@@ -71,6 +71,7 @@ def sync(
     if comfyui_url:
         comfyui_url = check_comfyui_url(comfyui_url)
     with backend() as wl:
+        wl.pull_as(client_id)
         seen = {"id": 0}
 
         def fetch() -> tuple[int, list[Any]]:
@@ -86,7 +87,7 @@ def sync(
             with byte_progress(not (as_json or watch)) as progress:
                 report = sync_comfyui(
                     targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress,
-                    preview=partial(_preview, wl),
+                    preview=partial(_preview, wl, client_id),
                 )  # fmt: skip
             if comfyui_url and report.changed:
                 report.comfyui_error = free_comfyui(comfyui_url)
@@ -141,10 +142,10 @@ def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> Repor
     )  # fmt: skip
 
 
-def _preview(backend: Backend, target: SyncTarget) -> bytes | None:
+def _preview(backend: Backend, client: str | None, target: SyncTarget) -> bytes | None:
     with backend.registry(write=False) as reg:
         try:
-            return reg.preview(project=target.project, name=target.lora, version=target.version)
+            return reg.preview(project=target.project, name=target.lora, version=target.version, client=client)
         except NotFound:
             return None
 

@@ -7,6 +7,7 @@ import re
 import secrets
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import FileResponse, RedirectResponse, Response, StreamingResponse
@@ -39,6 +40,12 @@ def upload_path(state: ServerState, upload_id: str) -> Path:
     if not path.is_file():
         raise NotFound(f"upload {upload_id} does not exist or was used already", hint="upload the file again")
     return path
+
+
+ClientQuery = Annotated[
+    str | None,
+    Query(max_length=128, description="A ComfyUI host's id: it gets a trial's candidate for its sticky share."),
+]
 
 
 @router.post(
@@ -112,10 +119,14 @@ def _may_register(caller: Wanlora, project: str) -> bool:
     responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "Partial content"}},
 )
 def download(
-    sha256: str, caller: CallerDep, state: StateDep, if_none_match: Annotated[str | None, Header()] = None
+    sha256: str,
+    caller: CallerDep,
+    state: StateDep,
+    if_none_match: Annotated[str | None, Header()] = None,
+    client: ClientQuery = None,
 ) -> Response:
     with caller.registry(write=False) as reg:
-        reg.require_artifact(sha256)
+        reg.require_artifact(sha256, client=client)
     etag = f'"{sha256}"'
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
@@ -148,7 +159,8 @@ class Resolved(BaseModel):
     files: list[ResolvedFile]
 
 
-def _resolved(t: SyncTarget, base: str) -> Resolved:
+def _resolved(t: SyncTarget, base: str, client: str | None) -> Resolved:
+    query = f"?client={quote(client, safe='')}" if t.trial and client else ""  # the share's right to the candidate
     return Resolved(
         project=t.project,
         lora=t.lora,
@@ -156,7 +168,10 @@ def _resolved(t: SyncTarget, base: str) -> Resolved:
         version=t.version,
         files=[
             ResolvedFile(
-                role=f.role.value, sha256=f.sha256, size=f.size, download_url=f"{base}/api/v1/artifacts/{f.sha256}"
+                role=f.role.value,
+                sha256=f.sha256,
+                size=f.size,
+                download_url=f"{base}/api/v1/artifacts/{f.sha256}{query}",
             )
             for f in t.files
         ],
@@ -164,10 +179,6 @@ def _resolved(t: SyncTarget, base: str) -> Resolved:
 
 
 _RESOLVED = TypeAdapter(list[Resolved])
-ClientQuery = Annotated[
-    str | None,
-    Query(max_length=128, description="A ComfyUI host's id: it gets a trial's candidate for its sticky share."),
-]
 
 
 @router.get(
@@ -202,7 +213,7 @@ async def resolve(
 def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, client: str | None) -> bytes:
     with caller.registry(write=False) as reg:
         targets = reg.current_targets(project=project, client=client)
-    return _RESOLVED.dump_json([_resolved(t, base) for t in targets if lora is None or t.lora == lora])
+    return _RESOLVED.dump_json([_resolved(t, base, client) for t in targets if lora is None or t.lora == lora])
 
 
 @router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
-from api.routes.files import upload_path
+from api.routes.files import ClientQuery, upload_path
 from registry.domain.errors import NotFound
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
@@ -90,9 +90,9 @@ def get_version(project: str, name: str, version: str, caller: CallerDep) -> Ver
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def preview(project: str, name: str, version: str, caller: CallerDep) -> Response:
+def preview(project: str, name: str, version: str, caller: CallerDep, client: ClientQuery = None) -> Response:
     with caller.registry(write=False) as reg:
-        png = reg.preview(project=project, name=name, version=version)
+        png = reg.preview(project=project, name=name, version=version, client=client)
     if png is None:
         raise NotFound(f"{project}/{name}@{version} has no preview", hint="phase 2 (`wanlora eval quality`) makes one")
     return Response(png, media_type="image/png")

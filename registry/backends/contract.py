@@ -88,7 +88,7 @@ class RegistryOps(Protocol):
 
     def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]: ...
 
-    def preview(self, *, project: str, name: str, version: str) -> bytes | None: ...
+    def preview(self, *, project: str, name: str, version: str, client: str | None = None) -> bytes | None: ...
 
     def last_event_id(self) -> int: ...
 
@@ -181,6 +181,11 @@ class Backend(Protocol):
 
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         """Migrate the database to this wanlora's schema: (revision before, revision after)."""
+        ...
+
+    def pull_as(self, client: str | None) -> None:
+        """Name the host that pulls (``sync --client-id``): a running trial's candidate is served only
+        to the hosts in its share, so downloads carry the id the targets were resolved with."""
         ...
 
     def after_command(self) -> None:

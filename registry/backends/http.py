@@ -93,9 +93,11 @@ class RemoteStore:
     def __init__(self, http: Http) -> None:
         self.http = http
         self.url = f"{http.base}/api/v1/artifacts"
+        self.client: str | None = None  # the host that pulls: a trial's candidate is served to its share
 
     def open(self, sha256: str) -> VerifyingReader:
-        request = self.http.client.build_request("GET", f"/api/v1/artifacts/{sha256}")
+        params = {"client": self.client} if self.client else None
+        request = self.http.client.build_request("GET", f"/api/v1/artifacts/{sha256}", params=params)
         response = self.http.client.send(request, stream=True)
         if not response.is_success:
             response.read()

@@ -128,6 +128,9 @@ class Wanlora:
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         return self.db.upgrade()
 
+    def pull_as(self, client: str | None) -> None:
+        """In-process the store is read directly, as the local operator, who may read every version."""
+
     def after_command(self) -> None:
         """There is no server to deliver webhooks: one short pass after the command (its change is
         committed already); what fails stays queued for the next pass."""

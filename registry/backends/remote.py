@@ -131,8 +131,11 @@ class RemoteRegistry:
         rows = self.http.call("GET", "/api/v1/resolve", params=params or None)
         return [SyncTarget.model_validate(r) for r in rows]
 
-    def preview(self, *, project: str, name: str, version: str) -> bytes | None:
-        response = self.http.client.get(f"{lora_path(project, name)}/versions/{quote(version)}/preview.png")
+    def preview(self, *, project: str, name: str, version: str, client: str | None = None) -> bytes | None:
+        response = self.http.client.get(
+            f"{lora_path(project, name)}/versions/{quote(version)}/preview.png",
+            params={"client": client} if client else None,
+        )
         if response.status_code == 404:
             return None
         raise_for(response)
@@ -293,6 +296,9 @@ class RemoteWanlora:
 
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         raise self._on_server("`wanlora db upgrade`")
+
+    def pull_as(self, client: str | None) -> None:
+        self.store.client = client
 
     def after_command(self) -> None:
         """The server delivers webhooks itself."""

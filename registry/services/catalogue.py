@@ -172,9 +172,10 @@ class CatalogueService(Service):
 
     # -- what hosts pull ----------------------------------------------------------------------------
 
-    def require_artifact(self, sha256: str) -> None:
-        """Allow a download only of a file of a version the caller may see and pull; NotFound otherwise,
-        so that the answer says nothing about files of other projects or hidden versions."""
+    def require_artifact(self, sha256: str, *, client: str | None = None) -> None:
+        """Allow a download only of a file of a version the caller may see and pull, or of a running
+        trial's candidate to a ``client`` (the host or job id it resolved with) in the trial's share;
+        NotFound otherwise, so that the answer says nothing about other projects or hidden versions."""
         rows = self.session.exec(
             select(Version.status, Project.name)
             .join(VersionFile, col(VersionFile.version_id) == Version.id)
@@ -186,14 +187,15 @@ class CatalogueService(Service):
             if self.scope.can(project, Action.ARTIFACT_PULL) and status in self.scope.readable(project):
                 return
         on_trial = self.session.exec(
-            select(Project.name)
+            select(Project.name, Trial.id, Trial.share)
             .join(Lora, col(Lora.project_id) == Project.id)
             .join(Trial, col(Trial.lora_id) == Lora.id)
             .join(VersionFile, col(VersionFile.version_id) == Trial.version_id)
             .where(VersionFile.sha256 == sha256, Trial.status == "running")
         ).all()
-        if any(self.scope.can(project, Action.ARTIFACT_PULL) for project in on_trial):
-            return  # a trial's candidate is served to its share of jobs
+        for project, trial_id, share in on_trial:
+            if client and self.scope.can(project, Action.ARTIFACT_PULL) and canary(trial_id or 0, client, share):
+                return  # a trial's candidate is served to its share of hosts and jobs
         raise NotFound(f"no file {sha256[:12]} that this caller may download")
 
     def current_rows(self, *, project: str | None, action: Action) -> list[tuple[Version, Lora, Project]]:
@@ -241,7 +243,7 @@ class CatalogueService(Service):
             for v, lo, p in rows
         ]
 
-    def preview(self, *, project: str, name: str, version: str) -> bytes | None:
+    def preview(self, *, project: str, name: str, version: str, client: str | None = None) -> bytes | None:
         """The version's phase 2 preview (PNG), for whoever may download its files; None when it has none."""
         self.scope.require(project, Action.ARTIFACT_PULL)
         _, lora = lora_row(self.scope, project, name)
@@ -251,7 +253,7 @@ class CatalogueService(Service):
         first = files_of(self.scope, [row.id or 0])[row.id or 0] if row is not None else []
         if row is None or not first:
             raise NotFound(f"{project}/{name} has no version {version}")
-        self.require_artifact(first[0].sha256)  # the same right as pulling the version's files
+        self.require_artifact(first[0].sha256, client=client)  # the same right as pulling the version's files
         found = self.session.get(VersionPreview, row.id)
         return found.png if found is not None else None
 

@@ -70,8 +70,9 @@ class TrialService(Service):
         return self._trial_public(project, lora, trial)
 
     def trial(self, *, project: str, name: str) -> TrialPublic:
-        """The running trial (judged again now: a trial also passes by the clock), or the last one."""
-        self.scope.require(project, Action.LORA_READ)
+        """The running trial (judged again now: a trial also passes by the clock), or the last one. It
+        names a testing version and its metrics: only callers who may see testing versions get it."""
+        self.scope.require(project, Action.VERSION_READ_TESTING)
         _, lora = lora_row(self.scope, project, name, lock=True)
         trial = (
             self._running(lora)
@@ -179,31 +180,24 @@ class TrialService(Service):
             current=version_metrics(self.session, baseline, started) if baseline else None, verdict=verdict,
         )  # fmt: skip
 
-    def _servable(self, project: str, lora: Lora, version: str) -> tuple[Version, Trial | None]:
-        """A version a puller may use: current, the running trial's candidate, or one it may read."""
+    def _reportable(self, project: str, lora: Lora, version: str, outcome: ReportIn) -> tuple[Version, Trial | None]:
+        """A version a host may report on: one the caller may see, or a trial's candidate (running or
+        ended: a job that ran during a trial may be reported after it) when the report's job or client
+        falls in that trial's share, as only they were given the candidate."""
         self.scope.require(project, Action.ARTIFACT_PULL)
-        trial = self._running(lora)
-        wanted = self.session.exec(
-            select(Version).where(Version.lora_id == lora.id, Version.version == version)
-        ).first()
-        if wanted is not None and (
-            wanted.status in self.scope.readable(project) or (trial and trial.version_id == wanted.id)
-        ):
-            return wanted, trial if trial and trial.version_id == wanted.id else None
+        row = self.session.exec(select(Version).where(Version.lora_id == lora.id, Version.version == version)).first()
+        if row is None:
+            raise NotFound(f"{project}/{lora.name}@{version} does not exist or is not served")
+        running = self._running(lora)
+        on_trial = running if running is not None and running.version_id == row.id else None
+        if row.status in self.scope.readable(project):
+            return row, on_trial
+        trials = self.session.exec(select(Trial).where(Trial.version_id == row.id).order_by(col(Trial.id).desc())).all()
+        keys = [k for k in (outcome.client_id, outcome.job_id) if k]
+        for trial in trials:
+            if any(canary(trial.id or 0, key, trial.share) for key in keys):
+                return row, trial if trial.status == "running" else None
         raise NotFound(f"{project}/{lora.name}@{version} does not exist or is not served")
-
-    def _reportable(self, project: str, lora: Lora, version: str) -> tuple[Version, Trial | None]:
-        """A version a host may report on: one it may use now, or one that was on trial (a job that ran
-        during a trial may be reported after it ended)."""
-        try:
-            return self._servable(project, lora, version)
-        except NotFound:
-            row = self.session.exec(
-                select(Version).where(Version.lora_id == lora.id, Version.version == version)
-            ).first()
-            if row is None or self.session.exec(select(Trial.id).where(Trial.version_id == row.id)).first() is None:
-                raise
-            return row, None
 
     def pick(self, *, project: str, name: str, key: str) -> Pick:
         """The version a job (or client) gets: the trial's candidate for its share, else the current."""
@@ -228,7 +222,7 @@ class TrialService(Service):
         """A host reports one job's outcome with a version; a running trial is judged again at once."""
         self.scope.require(project, Action.VERSION_REPORT)
         _, lora = lora_row(self.scope, project, name, lock=True)
-        row, trial = self._reportable(project, lora, str(version).removeprefix("v"))
+        row, trial = self._reportable(project, lora, str(version).removeprefix("v"), outcome)
         duplicate = self.session.exec(
             select(TrialReport.id).where(TrialReport.version_id == row.id, TrialReport.job_id == outcome.job_id)
         ).first()
@@ -253,4 +247,6 @@ class TrialService(Service):
         if running is None:
             return None
         self._judge(lora, running)  # the candidate's and the current's reports both move the verdict
+        if not self.scope.can(project, Action.VERSION_READ_TESTING):
+            return None  # the candidate and its metrics are for those who may see testing versions
         return self._trial_public(project, lora, running)

@@ -59,21 +59,27 @@ def test_gate_trial_and_reports_over_http(tmp_path: Path, database_url: str) -> 
 
     picks = [call("production", "GET", "/pick", params={"key": f"job-{i}"}).json() for i in range(40)]
     candidates = [p for p in picks if p["trial"]]
-    assert candidates and len(candidates) < 40 and {p["version"] for p in candidates} == {"1.1.0"}
+    outside = [p for p in picks if not p["trial"]]
+    assert candidates and outside and {p["version"] for p in candidates} == {"1.1.0"}
     sha = candidates[0]["files"][0]["sha256"]
-    pulled = client.get(f"/api/v1/artifacts/{sha}", headers={"Authorization": f"Bearer {tokens['production']}"})
-    assert pulled.status_code == 200  # the candidate is served to its share while the trial runs
-    resolved = client.get("/api/v1/resolve", params={"project": "p1", "client": "host-x"},
-                          headers={"Authorization": f"Bearer {tokens['production']}"})  # fmt: skip
+    production = {"Authorization": f"Bearer {tokens['production']}"}
+    for key, code in ((candidates[0]["key"], 200), (outside[0]["key"], 404), (None, 404)):
+        pulled = client.get(f"/api/v1/artifacts/{sha}", params={"client": key} if key else None, headers=production)
+        assert pulled.status_code == code, key  # the candidate is served to its share only while the trial runs
+    resolved = client.get("/api/v1/resolve", params={"project": "p1", "client": "host-x"}, headers=production)
     assert resolved.status_code == 200 and resolved.json()[0]["version"] in ("1.0.0", "1.1.0")
+    assert call("production", "GET", "/trial").status_code == 403  # the candidate's details are not production's
+    assert call("trainer", "GET", "/trial").json()["version"] == "1.1.0"
 
-    for i in range(2):
-        answer = call(
-            "production", "POST", "/versions/1.1.0/reports", json={"job_id": f"j{i}", "success": True, "rating": 9}
-        )
-        assert answer.status_code == 200
-    assert answer.json()["status"] == "passed"
-    duplicate = call("production", "POST", "/versions/1.1.0/reports", json={"job_id": "j0", "success": True})
+    refused = call("production", "POST", "/versions/1.1.0/reports", json={"job_id": outside[0]["key"], "success": True})
+    assert refused.status_code == 404  # a job that was never given the candidate cannot report on it
+    for pick in candidates[:2]:
+        answer = call("production", "POST", "/versions/1.1.0/reports", json={"job_id": pick["key"], "success": True,
+                                                                             "rating": 9})  # fmt: skip
+        assert answer.status_code == 200 and answer.json() is None  # no trial details for production
+    assert call("admin", "GET", "/trial").json()["status"] == "passed"
+    j0 = candidates[0]["key"]
+    duplicate = call("production", "POST", "/versions/1.1.0/reports", json={"job_id": j0, "success": True})
     assert duplicate.status_code == 409
     bad = call("production", "POST", "/versions/1.1.0/reports", json={"job_id": "j9", "success": True, "rating": 11})
     assert bad.status_code in (400, 422)

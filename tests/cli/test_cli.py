@@ -204,6 +204,6 @@ def test_error_text_is_printed_verbatim(env: Path) -> None:
     bad = env / "x.safetensors"
     bad.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00[bold]{}")  # header '[bold]{}' is not JSON
     out = run("inspect", str(bad), code=2)
-    assert "not valid JSON" in out
+    assert "not a JSON object" in out
     out = run("lora", "create", "x", "-c", "style", "-b", "sdxl[fancy]", code=2)
     assert "sdxl[fancy]" in out

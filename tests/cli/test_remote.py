@@ -13,12 +13,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from typer.testing import CliRunner
 
 from api import create_app
 from cli.main import app
+from registry.domain.digests import canary
 from registry.settings import Settings
 from tests.helpers import SINGLE, make
 
@@ -196,3 +198,34 @@ def test_evaluation_and_a_trial_through_the_server(
     assert json.loads(run("policy", "show", "-p", "lab", "--json"))["trial"]["share"] == 10
     out = run("promote", "tiny", "1.0.0", "-p", "lab", "--override", "--reason", "lab use", "--json")
     assert json.loads(out)["status"] == "current"
+
+
+def test_a_trial_candidate_reaches_only_the_hosts_in_its_share(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over HTTP, the candidate's files (and its preview) are served to a host whose id falls in the
+    trial's share, and to no other production host (issue 11, item 10)."""
+    base = ["--lora", "cand", "-p", "studio", "--category", "style", "--base-model", SINGLE, "-q", "-m", "x"]
+    run("register", str(make(tmp_path, "c1", seed=1)), "--version", "1.0.0", *base)
+    run("register", str(make(tmp_path, "c2", seed=2)), "--version", "1.1.0", *base)
+    run("promote", "cand", "1.0.0", "-p", "studio", "--override", "--reason", "first")
+    url, admin = server
+    lora = f"{url}/api/v1/projects/studio/loras/cand/versions/1.1.0"
+    auth = {"Authorization": f"Bearer {admin}"}
+    digest = httpx.get(f"{lora}/digest", headers=auth).json()["digest"]
+    for phase in ("technical", "quality"):  # what the GPU box would have recorded
+        evidence = {"phase": phase, "digest": digest, "passed": True, "summary": "ok"}
+        assert httpx.post(f"{lora}/evaluations", json=evidence, headers=auth).status_code == 200
+    trial = json.loads(run("trial", "start", "cand@1.1.0", "-p", "studio", "--share", "50", "--json"))
+    inside = next(f"host-{i}" for i in range(1000) if canary(trial["id"], f"host-{i}", 50))
+    outside = next(f"host-{i}" for i in range(1000) if not canary(trial["id"], f"host-{i}", 50))
+    run("user", "add", "farm")
+    prod = json.loads(run("token", "create", "-u", "farm", "-p", "studio", "-r", "production", "--json"))["token"]
+    monkeypatch.setenv("WANLORA_TOKEN", prod)
+    for host, version in ((inside, "1.1.0"), (outside, "1.0.0")):
+        root = tmp_path / host
+        (root / "models" / "loras").mkdir(parents=True)
+        run("sync", "--comfyui", str(root), "--client-id", host, "--json")
+        manifest = json.loads((root / "models/loras/wanlora/.wanlora-manifest.json").read_text())
+        assert {e["version"] for e in manifest["files"].values()} == {version}, host
+    assert "PermissionDenied" in run("trial", "status", "cand", "-p", "studio", code=1)  # details are not production's

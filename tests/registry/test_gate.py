@@ -152,21 +152,33 @@ def test_pick_serves_the_candidate_to_its_share_and_production_can_pull_it(gated
         picks = [ev.pick(project="default", name="sarah", key=f"job-{i}") for i in range(2000)]
     share = sum(p.trial for p in picks) / len(picks)
     assert 0.07 <= share <= 0.13 and {p.version for p in picks if p.trial} == {"1.1.0"}
+    inside = next(p for p in picks if p.trial)
+    outside = next(p for p in picks if not p.trial)
     with host.registry() as reg:
-        candidate_sha = next(p for p in picks if p.trial).files[0]["sha256"]
-        reg.require_artifact(candidate_sha)  # the host may pull the candidate while the trial runs
+        candidate_sha = inside.files[0]["sha256"]
+        reg.require_artifact(candidate_sha, client=inside.key)  # a job in the share may pull the candidate
+        for other in (outside.key, None):
+            with pytest.raises(NotFound):
+                reg.require_artifact(candidate_sha, client=other)  # one outside it may not
         targets = {t.version for c in range(200) for t in reg.current_targets(project="default", client=f"host-{c}")}
     assert targets == {"1.0.0", "1.1.0"}
     with host.evaluation() as ev:  # production hosts report; they may not start trials
-        ev.report(project="default", name="sarah", version="1.1.0", outcome=ReportIn(job_id="j1", success=True))
+        job = ReportIn(job_id=inside.key, success=True)
+        assert ev.report(project="default", name="sarah", version="1.1.0", outcome=job) is None  # no trial details
         with pytest.raises(AlreadyExists):
-            ev.report(project="default", name="sarah", version="1.1.0", outcome=ReportIn(job_id="j1", success=True))
+            ev.report(project="default", name="sarah", version="1.1.0", outcome=job)
+        with pytest.raises(NotFound):  # never given the candidate
+            ev.report(
+                project="default", name="sarah", version="1.1.0", outcome=ReportIn(job_id=outside.key, success=True)
+            )
+        with pytest.raises(PermissionDenied):
+            ev.trial(project="default", name="sarah")
     with pytest.raises(PermissionDenied), host.evaluation() as ev:
         ev.stop_trial(project="default", name="sarah")
     with gated.evaluation() as ev:
         ev.stop_trial(project="default", name="sarah", reason="enough")
     with pytest.raises(NotFound), host.registry() as reg:
-        reg.require_artifact(candidate_sha)  # the trial is over: the testing file is hidden again
+        reg.require_artifact(candidate_sha, client=inside.key)  # the trial is over: the testing file is hidden again
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
