@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ServerState, authenticate_token
-from registry.domain.errors import WanloraError
+from registry.domain.errors import WanloraError, out_of_space
 
 STATUS = {
     "not_found": 404,
@@ -23,6 +23,8 @@ STATUS = {
     "conflict": 409,
     "gate_refused": 409,
     "schema_outdated": 503,
+    "out_of_space": 507,
+    "corrupt_artifact": 500,
     "too_large": 413,
     "error": 500,
 }
@@ -61,6 +63,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # a bug: same shape, no internals
+        full = out_of_space(exc)
+        if full is not None:
+            return error_response(507, full.code, full.message, full.hint)
         return error_response(500, "error", "internal error", "the server log has the details")
 
     @app.exception_handler(RequestValidationError)

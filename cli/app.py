@@ -16,7 +16,7 @@ from typer.core import TyperGroup
 
 from cli import render
 from registry.backends import Backend, open_backend
-from registry.domain.errors import InvalidInput, WanloraError
+from registry.domain.errors import InvalidInput, WanloraError, out_of_space
 from registry.settings import Settings
 
 
@@ -25,7 +25,13 @@ class Group(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except Exception as exc:
+                full = out_of_space(exc)
+                if full is None:
+                    raise
+                raise full from exc
         except WanloraError as exc:
             render.err_console.print(
                 f"[bold red]{type(exc).__name__}[/]: {escape(exc.message)}", highlight=False, soft_wrap=True

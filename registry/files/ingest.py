@@ -59,6 +59,7 @@ class Inspection:
     source_format: KeyFormat
     header: Header
     modules: list[ModuleInfo]
+    identity: tuple[int, ...] = ()  # the file as it was inspected: device, inode, size, mtime, ctime
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -129,7 +130,8 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
     if not path.is_file():
         raise InvalidFile(f"{path} does not exist or is not a regular file")
     with open(path, "rb") as fh:
-        size = os.fstat(fh.fileno()).st_size
+        identity = file_identity(os.fstat(fh.fileno()))
+        size = identity[2]
         refuse_pickle(path, fh.read(8))
         fh.seek(0)
         header = read_header(fh, size, name=name)
@@ -154,7 +156,7 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
     fmt = formats.pop()
     if fmt is KeyFormat.DIFFUSION_PIPE and all(m.alpha_from_file for m in modules):
         fmt = KeyFormat.CANONICAL  # diffusion_model.… keys with alphas: already what we store
-    return Inspection(path=path, source_format=fmt, header=header, modules=modules)
+    return Inspection(path=path, source_format=fmt, header=header, modules=modules, identity=identity)
 
 
 def nonfinite_tensors(ins: Inspection) -> list[str]:
@@ -232,6 +234,27 @@ class _Hasher:
         return self.hash.hexdigest()
 
 
+def file_identity(st: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is rewritten, in place or by a rename over it."""
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _unchanged(ins: Inspection, fd: int) -> None:
+    """Refuse a source that changed since it was inspected: what was read would be a mix of two files."""
+    if not ins.identity:
+        return
+    try:
+        now = [file_identity(os.fstat(fd)), file_identity(os.stat(ins.path))]
+    except OSError:
+        now = []
+    if any(identity != ins.identity for identity in now) or not now:
+        raise InvalidFile(
+            f"{ins.path.name} changed while it was being registered, so what was read would be a mix of two "
+            "files; nothing was stored",
+            hint="register it again once whatever writes it has finished",
+        )
+
+
 def _hash_file(path: Path, stop: threading.Event) -> str:
     h = hashlib.sha256()
     with open(path, "rb", buffering=0) as fh:
@@ -297,10 +320,11 @@ def ingest_lora(
                         done += len(chunk)
                         if progress:
                             progress(done, total)
+                payload_sha = payload.hexdigest()
+                source_sha = source_digest.result()
+                _unchanged(ins, fd)  # after every read of it: the digests are of one file, or nothing is kept
             finally:
                 os.close(fd)
-            payload_sha = payload.hexdigest()
-            source_sha = source_digest.result()
             sha, size, created = writer.commit()
         except BaseException:
             stop.set()
