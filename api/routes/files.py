@@ -20,7 +20,7 @@ from registry.backends.local import Wanlora
 from registry.blobs.base import CHUNK
 from registry.blobs.local import LocalStore
 from registry.domain.access import Action
-from registry.domain.errors import InvalidInput, NotFound
+from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
 from registry.domain.schemas import SyncTarget, check_name
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
@@ -127,12 +127,21 @@ def download(
 ) -> Response:
     with caller.registry(write=False) as reg:
         reg.require_artifact(sha256, client=client)
+    with state.wl.maintenance() as upkeep:
+        faulty = upkeep.is_faulty(sha256)
+    if faulty:
+        raise _corrupt(sha256)
     etag = f'"{sha256}"'
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
     store = state.wl.store
     if isinstance(store, LocalStore):
-        return FileResponse(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
+        try:
+            path = store.verified(sha256)  # a file that fails its digest is never served
+        except IntegrityError as exc:
+            state.wl.take_out_of_service(sha256, exc.message)
+            raise _corrupt(sha256) from exc
+        return FileResponse(path, media_type="application/octet-stream", headers={"ETag": etag})
     url = getattr(store, "download_url", lambda _: None)(sha256)
     if url:
         return RedirectResponse(url, status_code=307, headers={"ETag": etag})
@@ -141,6 +150,13 @@ def download(
         iter(lambda: reader.read(CHUNK), b""),
         media_type="application/octet-stream",
         headers={"ETag": etag, "Content-Length": str(reader.size)},
+    )
+
+
+def _corrupt(sha256: str) -> CorruptArtifact:
+    return CorruptArtifact(
+        f"the stored file {sha256[:12]} fails its sha256; it is not served, and its versions are marked for repair",
+        hint="an admin runs `wanlora repair FILE` on the server host with the file it was registered from",
     )
 
 

@@ -16,13 +16,22 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from registry.blobs.base import ArtifactSource
 from registry.domain import eval_schemas as ev
 from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
 from registry.domain.register import RegisterRequest
-from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
+from registry.domain.schemas import (
+    EventPublic,
+    GcReport,
+    LoraPublic,
+    LoraSummary,
+    SyncTarget,
+    VersionDiff,
+    VersionPublic,
+)
 from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
 
 __all__ = [
@@ -181,6 +190,16 @@ class Backend(Protocol):
 
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         """Migrate the database to this wanlora's schema: (revision before, revision after)."""
+        ...
+
+    def gc(self, *, delete: bool = False, verify: bool = False) -> GcReport:
+        """Sweep dead writers' temporary files; report artifacts no version refers to (and delete
+        them with ``delete``); with ``verify``, hash every stored file and take those that fail out of
+        service, marked for repair. On the server host only."""
+        ...
+
+    def repair(self, path: Path) -> list[str]:
+        """Store ``path`` again where a stored copy failed its digest; the versions it repaired."""
         ...
 
     def pull_as(self, client: str | None) -> None:

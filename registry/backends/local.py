@@ -9,16 +9,18 @@ call created are removed again, so a refused registration leaves nothing behind.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlmodel import select
 
 from registry.backends.contract import Progress, SchemaStatus
-from registry.blobs.base import ArtifactStore
+from registry.blobs.base import ArtifactStore, verify_stored
 from registry.blobs.factory import open_store
 from registry.db.engine import Database
 from registry.db.tables import VersionFile
@@ -27,7 +29,7 @@ from registry.domain.enums import FileRole
 from registry.domain.errors import InvalidInput
 from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
-from registry.domain.schemas import VersionPublic, parse_category
+from registry.domain.schemas import GcReport, VersionPublic, parse_category
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.dataset import dataset_fingerprint
 from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
@@ -37,11 +39,14 @@ from registry.services.accounts import AccountService
 from registry.services.delivery import Dispatcher
 from registry.services.egress import EgressPolicy
 from registry.services.evaluation import EvaluationService
+from registry.services.maintenance import MaintenanceService
 from registry.services.registry import RegistryService
 from registry.services.webhooks import WebhookService
 from registry.settings import Settings
 
 __all__ = ["Wanlora"]
+
+log = logging.getLogger("wanlora.integrity")
 
 
 class Wanlora:
@@ -127,6 +132,51 @@ class Wanlora:
 
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         return self.db.upgrade()
+
+    @contextmanager
+    def maintenance(self, *, principal: Principal | None = None) -> Iterator[MaintenanceService]:
+        with self.db.session() as session:
+            yield MaintenanceService(session, principal=principal or self.principal)
+
+    def gc(self, *, delete: bool = False, verify: bool = False) -> GcReport:
+        removed = self.store.sweep()
+        with self.maintenance() as upkeep:
+            orphans = upkeep.orphans(list(self.store.listing()))
+            referenced = upkeep.referenced() if verify else set()
+        if delete:
+            for orphan in orphans:
+                self.store.delete(orphan.sha256)
+        checked = 0
+        for sha in sorted(referenced):
+            checked += 1
+            problem = verify_stored(self.store, sha)
+            if problem is not None:
+                self.take_out_of_service(sha, problem)
+        with self.maintenance() as upkeep:
+            faulty = upkeep.needing_repair()
+        return GcReport(temp_files_removed=removed, orphans=orphans, orphan_bytes=sum(o.size for o in orphans),
+                        deleted=delete, verified=checked, needs_repair=faulty)  # fmt: skip
+
+    def take_out_of_service(self, sha256: str, problem: str) -> list[str]:
+        """A stored file failed its digest: set its bytes aside and mark its versions for repair."""
+        log.error("artifact %s failed its digest (%s): taken out of service", sha256, problem)
+        self.store.quarantine(sha256)
+        with self.maintenance(principal=Principal.local_admin("wanlora:integrity")) as upkeep:
+            return upkeep.mark_for_repair(sha256, problem)
+
+    def repair(self, path: Path) -> list[str]:
+        with self.maintenance() as upkeep:
+            faulty = set(upkeep.needing_repair())
+        stored = ingest_lora(Path(path), self.store)
+        if stored.sha256 not in faulty:
+            if stored.created:
+                self.store.delete(stored.sha256)
+            raise InvalidInput(
+                f"{Path(path).name} is not the source of any stored file that needs repair",
+                hint="`wanlora gc --verify` lists the digests that do; repair each with the file it was registered from",
+            )
+        with self.maintenance() as upkeep:
+            return upkeep.repaired(stored.sha256)
 
     def pull_as(self, client: str | None) -> None:
         """In-process the store is read directly, as the local operator, who may read every version."""

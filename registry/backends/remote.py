@@ -34,7 +34,15 @@ from registry.domain.eval_schemas import (
     TrialPublic,
 )
 from registry.domain.register import RegisterRequest
-from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, SyncTarget, VersionDiff, VersionPublic
+from registry.domain.schemas import (
+    EventPublic,
+    GcReport,
+    LoraPublic,
+    LoraSummary,
+    SyncTarget,
+    VersionDiff,
+    VersionPublic,
+)
 from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
 from registry.files.dataset import dataset_fingerprint
 from registry.files.jsonfile import read_json_object
@@ -296,6 +304,12 @@ class RemoteWanlora:
 
     def upgrade_schema(self) -> tuple[str | None, str | None]:
         raise self._on_server("`wanlora db upgrade`")
+
+    def gc(self, *, delete: bool = False, verify: bool = False) -> GcReport:
+        raise self._on_server("`wanlora gc`")
+
+    def repair(self, path: Path) -> list[str]:
+        raise self._on_server("`wanlora repair`")
 
     def pull_as(self, client: str | None) -> None:
         self.store.client = client

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
-from registry.domain.errors import IntegrityError, InvalidInput
+from registry.domain.errors import IntegrityError, InvalidInput, NotFound
 
 __all__ = ["CHUNK", "ArtifactSource", "ArtifactStore", "ArtifactWriter", "VerifyingReader", "check_digest", "fsync_dir"]
 
@@ -51,6 +52,17 @@ class ArtifactStore(Protocol):
     def exists(self, sha256: str) -> bool: ...
     def size(self, sha256: str) -> int: ...
     def delete(self, sha256: str) -> None: ...
+    def listing(self) -> Iterator[tuple[str, int, float]]:
+        """Every stored artifact: (sha256, size, unix time it was stored)."""
+        ...
+
+    def sweep(self) -> int:
+        """Remove temporary files of writers that are gone; how many were removed."""
+        ...
+
+    def quarantine(self, sha256: str) -> None:
+        """Take an artifact out of service, keeping its bytes aside for inspection."""
+        ...
 
 
 class VerifyingReader:
@@ -95,3 +107,17 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def verify_stored(store: ArtifactSource, sha256: str) -> str | None:
+    """Hash a stored artifact in full: None when it matches its digest, else what is wrong with it."""
+    try:
+        reader = store.open(sha256)
+        try:
+            while reader.read(CHUNK):
+                pass
+        finally:
+            reader.close()
+    except (IntegrityError, NotFound) as exc:
+        return exc.message
+    return None

@@ -3,16 +3,19 @@ files renamed into place."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import socket
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from registry.blobs.base import VerifyingReader, check_digest, fsync_dir
-from registry.domain.errors import NotFound
+from registry.blobs.base import VerifyingReader, check_digest, fsync_dir, verify_stored
+from registry.domain.errors import IntegrityError, NotFound
 
 __all__ = ["LocalStore"]
 
@@ -80,25 +83,49 @@ class LocalStore:
     """Objects at ``ROOT/sha256/ab/abcdef…``; temporary files at ``ROOT/tmp``."""
 
     STALE_TMP_SECONDS = 3600
+    REVERIFY_SECONDS = 600.0  # an unchanged file served again is re-hashed at most this often
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.url = f"file://{root}"
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._checked: dict[str, tuple[tuple[int, ...], float]] = {}  # sha256 -> (file identity, when)
         (root / "sha256").mkdir(exist_ok=True)
         self._sweep_stale_tmp()
 
-    def _sweep_stale_tmp(self) -> None:
+    def _sweep_stale_tmp(self) -> int:
         """Remove what killed writers left behind: at once when the writer was a process of this host
         that has ended (its id is in the name), else once it is old enough that no live writer owns it."""
         cutoff = time.time() - self.STALE_TMP_SECONDS
+        removed = 0
         for leftover in self.tmp_dir.glob("put-*"):
             try:
                 if _writer_gone(leftover.name) or leftover.stat().st_mtime < cutoff:
                     leftover.unlink()
+                    removed += 1
             except FileNotFoundError:
                 pass
+        return removed
+
+    def sweep(self) -> int:
+        return self._sweep_stale_tmp()
+
+    def listing(self) -> Iterator[tuple[str, int, float]]:
+        for path in (self.root / "sha256").glob("??/*"):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if path.is_file() and len(path.name) == 64:
+                yield path.name, st.st_size, st.st_mtime
+
+    def quarantine(self, sha256: str) -> None:
+        aside = self.root / "quarantine"
+        aside.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.path(sha256), aside / f"{sha256}.{int(time.time())}")
 
     def path(self, sha256: str) -> Path:
         check_digest(sha256)
@@ -117,6 +144,27 @@ class LocalStore:
                 hint="the store was pruned outside wanlora; register the version's source file again",
             ) from None
         return VerifyingReader(raw, sha256, os.fstat(raw.fileno()).st_size)
+
+    def verified(self, sha256: str) -> Path:
+        """The artifact's path, after checking its bytes against its digest: hashed in full when the file
+        is new to this process, changed since it was last checked, or last checked REVERIFY_SECONDS ago.
+        Raises IntegrityError when it does not match, NotFound when it is gone."""
+        path = self.path(sha256)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise NotFound(f"artifact {sha256[:12]} is missing from the store at {self.root}") from None
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        with self._lock:
+            hit = self._checked.get(sha256)
+        if hit is not None and hit[0] == identity and time.monotonic() - hit[1] < self.REVERIFY_SECONDS:
+            return path
+        problem = verify_stored(self, sha256)
+        if problem is not None:
+            raise IntegrityError(problem, hint="an admin repairs it with `wanlora repair FILE` (the source file)")
+        with self._lock:
+            self._checked[sha256] = (identity, time.monotonic())
+        return path
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -142,6 +144,36 @@ class S3Store:
 
     def delete(self, sha256: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.key(sha256))
+
+    def listing(self) -> Iterator[tuple[str, int, float]]:
+        prefix = f"{self.prefix}/sha256/" if self.prefix else "sha256/"
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                name = obj["Key"].rsplit("/", 1)[-1]
+                if len(name) == 64:
+                    yield name, int(obj["Size"]), obj["LastModified"].timestamp()
+
+    def sweep(self) -> int:
+        """Writers spool to this machine's temporary folder and upload whole objects: nothing is left
+        in the bucket by a killed writer, but an interrupted multipart upload is aborted here."""
+        removed = 0
+        for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket):
+            for upload in page.get("Uploads", []):
+                if upload["Key"].startswith(self.prefix) and time.time() - upload["Initiated"].timestamp() > 3600:
+                    self.client.abort_multipart_upload(
+                        Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
+                    removed += 1
+        return removed
+
+    def quarantine(self, sha256: str) -> None:
+        key = self.key(sha256)
+        aside = f"{self.prefix}/quarantine/{sha256}.{int(time.time())}" if self.prefix else f"quarantine/{sha256}"
+        try:
+            self.client.copy_object(Bucket=self.bucket, Key=aside, CopySource={"Bucket": self.bucket, "Key": key})
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, sha256) from exc
 
     def download_url(self, sha256: str) -> str | None:
         """A presigned GET URL when presigning is enabled, else None (download through the API)."""

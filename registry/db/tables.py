@@ -121,6 +121,8 @@ class VersionFile(SQLModel, table=True):
     source_sha256: str = Field(max_length=64)
     target_modules: list[str] = Field(default_factory=list, sa_type=JSON)
     module_count: int
+    # the stored file failed its digest: taken out of service until `wanlora repair` stores it again
+    needs_repair: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class Event(SQLModel, table=True):

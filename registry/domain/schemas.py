@@ -16,9 +16,11 @@ __all__ = [
     "Change",
     "EventPublic",
     "FilePublic",
+    "GcReport",
     "Hyperparameters",
     "LoraPublic",
     "LoraSummary",
+    "Orphan",
     "SyncTarget",
     "VersionDiff",
     "VersionPublic",
@@ -119,6 +121,7 @@ class FilePublic(BaseModel):
     source_sha256: str
     target_modules: list[str]
     module_count: int
+    needs_repair: bool = False  # the stored copy failed its digest and is not served
 
 
 class VersionPublic(BaseModel):
@@ -222,3 +225,22 @@ class SyncTarget(BaseModel):
     def recommended_strength(self) -> float | None:
         """Phase 2's best strength from its sweep, where it ran."""
         return self.scores.get("best_strength")
+
+
+class Orphan(BaseModel):
+    """A stored artifact that no version refers to (a register killed before its commit)."""
+
+    sha256: str
+    size: int
+    age_hours: float
+
+
+class GcReport(BaseModel):
+    """What `wanlora gc` found, and what it removed."""
+
+    temp_files_removed: int
+    orphans: list[Orphan]
+    orphan_bytes: int
+    deleted: bool  # the orphans were deleted (--delete)
+    verified: int  # stored files hashed against their digest (--verify)
+    needs_repair: list[str]  # digests of stored files that failed it: not served until repaired
