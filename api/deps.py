@@ -12,8 +12,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from api.cache import AuthCache, Generation, ResponseCache
+from api.ratelimit import SignInLimiter
 from registry.backends.local import Wanlora
 from registry.domain.access import Principal
+from registry.domain.errors import Unauthenticated
 from registry.settings import Settings
 
 
@@ -26,6 +28,7 @@ class ServerState:
     auth: AuthCache = field(default_factory=lambda: AuthCache(0))
     generation: Generation | None = None
     responses: ResponseCache = field(default_factory=ResponseCache)
+    sign_ins: SignInLimiter = field(default_factory=SignInLimiter)
 
 
 # Row ids are 32-bit in PostgreSQL; anything larger is a 422, never an overflow deep in the driver.
@@ -45,26 +48,38 @@ StateDep = Annotated[ServerState, Depends(get_state)]
 
 
 async def get_caller(
-    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Wanlora:
-    """The registry acting for the token's principal; 401 for no, a bad, an expired or a revoked token.
-    A token checked moments ago is answered from memory, without leaving the event loop."""
+    """The registry acting for the token's principal; 401 for no, a bad, an expired or a revoked token,
+    429 after too many bad ones. A token checked moments ago is answered from memory, without leaving
+    the event loop."""
     token = credentials.credentials if credentials else None
     principal = state.auth.get(token) if token else None
     if principal is None:
-        principal = await run_in_threadpool(_authenticate, state, token)
+        principal = await run_in_threadpool(_authenticate, state, token, client_address(request))
     return state.wl.as_principal(principal)
 
 
-def authenticate_token(state: ServerState, token: str | None) -> Principal:
-    """The token's principal (remembered a moment), or Unauthenticated."""
+def client_address(request: Request) -> str:
+    """The peer's address (a proxy's X-Forwarded-For is not trusted: anyone can write it)."""
+    return request.client.host if request.client else "unknown"
+
+
+def authenticate_token(state: ServerState, token: str | None, address: str) -> Principal:
+    """The token's principal (remembered a moment), or Unauthenticated (TooManyFailures after many)."""
     principal = state.auth.get(token) if token else None
-    return principal if principal is not None else _authenticate(state, token)
+    return principal if principal is not None else _authenticate(state, token, address)
 
 
-def _authenticate(state: ServerState, token: str | None) -> Principal:
-    with state.wl.accounts(write=False) as accounts:
-        principal, expires_at = accounts.authenticate_with_expiry(token)
+def _authenticate(state: ServerState, token: str | None, address: str) -> Principal:
+    if token:  # no token at all is not a guess: it is told 401, and not counted
+        state.sign_ins.check(address, token)
+    try:
+        with state.wl.accounts(write=False) as accounts:
+            principal, expires_at = accounts.authenticate_with_expiry(token)
+    except Unauthenticated:
+        state.sign_ins.failed(address, token)
+        raise
     state.auth.put(token or "", principal, expires_at)
     return principal
 

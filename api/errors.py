@@ -24,6 +24,7 @@ STATUS = {
     "gate_refused": 409,
     "schema_outdated": 503,
     "out_of_space": 507,
+    "too_many_failures": 429,
     "corrupt_artifact": 500,
     "too_large": 413,
     "error": 500,
@@ -50,8 +51,12 @@ def status_of(exc: WanloraError) -> int:
     return 500
 
 
-def error_response(status: int, code: str, message: str, hint: str | None = None) -> JSONResponse:
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+def error_response(
+    status: int, code: str, message: str, hint: str | None = None, *, retry_after: int | None = None
+) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if retry_after is not None:
+        headers["Retry-After"] = str(retry_after)
     body = ErrorResponse(error=ErrorBody(code=code, message=message, hint=hint))
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
@@ -59,7 +64,9 @@ def error_response(status: int, code: str, message: str, hint: str | None = None
 def install(app: FastAPI) -> None:
     @app.exception_handler(WanloraError)
     async def _registry_error(_: Request, exc: WanloraError) -> JSONResponse:
-        return error_response(status_of(exc), exc.code, exc.message, exc.hint)
+        return error_response(
+            status_of(exc), exc.code, exc.message, exc.hint, retry_after=getattr(exc, "retry_after", None)
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # a bug: same shape, no internals
@@ -97,9 +104,12 @@ async def _unauthenticated(request: Request) -> JSONResponse | None:
     if state is None:
         return None
     try:
-        await run_in_threadpool(authenticate_token, state, token)
+        address = request.client.host if request.client else "unknown"
+        await run_in_threadpool(authenticate_token, state, token, address)
     except WanloraError as exc:
-        return error_response(STATUS.get(exc.code, 401), exc.code, exc.message, exc.hint)
+        return error_response(
+            STATUS.get(exc.code, 401), exc.code, exc.message, exc.hint, retry_after=getattr(exc, "retry_after", None)
+        )
     return None
 
 

@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.cache import AuthCache, Generation
 from api.deps import ServerState
+from api.ratelimit import SignInLimiter
 from api.routes import accounts, evaluation, feed, files, loras, webhooks
 from registry.backends.local import Wanlora
 from registry.domain.accounts import TokenCreated
@@ -119,6 +120,7 @@ def create_app(
         uploads=uploads,
         max_upload_bytes=settings.max_upload_bytes,
         auth=AuthCache(settings.auth_cache_seconds),
+        sign_ins=SignInLimiter(settings.failed_sign_ins_per_address, settings.failed_sign_ins_per_prefix),
         generation=Generation(newest_event, settings.change_check_seconds),
     )
     errors.install(app)

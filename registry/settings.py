@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=2.0, description="How long a server process trusts a checked token (revocation delay elsewhere)."
     )
+    failed_sign_ins_per_address: int = Field(
+        default=30, ge=1, description="Bad tokens one client address may present per minute before 429."
+    )
+    failed_sign_ins_per_prefix: int = Field(
+        default=10, ge=1, description="Bad tokens with one prefix (their first 12 characters) per minute before 429."
+    )
     change_check_seconds: float = Field(
         default=0.05, description="How often a server process re-reads the event log head for cached answers."
     )

@@ -32,7 +32,12 @@ class Api:
 @pytest.fixture
 def api(tmp_path: Path, database_url: str) -> Api:
     settings = Settings(
-        home=tmp_path / "home", database_url=database_url, max_upload_bytes=2_000_000, webhook_allow_hosts="127.0.0.1"
+        home=tmp_path / "home",
+        database_url=database_url,
+        max_upload_bytes=2_000_000,
+        webhook_allow_hosts="127.0.0.1",
+        failed_sign_ins_per_address=100_000,  # the matrices present bad tokens on purpose, many times
+        failed_sign_ins_per_prefix=100_000,
     )
     app = create_app(settings)
     wl: Wanlora = app.state.wanlora.wl
