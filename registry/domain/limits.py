@@ -8,9 +8,22 @@ from typing import Any
 
 from registry.domain.errors import InvalidInput
 
-__all__ = ["MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MAX_TEXT", "check_json", "check_text"]
+__all__ = [
+    "MAX_JSON_BYTES",
+    "MAX_JSON_DEPTH",
+    "MAX_REASON",
+    "MAX_TEXT",
+    "MAX_TRIGGER_WORD",
+    "MAX_TRIGGER_WORDS",
+    "check_json",
+    "check_text",
+    "check_trigger_words",
+]
 
-MAX_TEXT = 64 * 1024  # a changelog, known issues, a reason, a description (characters)
+MAX_TEXT = 64 * 1024  # a changelog, known issues, a description, an evaluation summary (characters)
+MAX_REASON = 4000  # a promote, rollback, deprecate or trial reason
+MAX_TRIGGER_WORDS = 64
+MAX_TRIGGER_WORD = 128
 MAX_JSON_DEPTH = 16  # hyperparameters, dataset summary, evaluation details: nesting levels
 MAX_JSON_BYTES = 256 * 1024  # the same documents, serialised
 
@@ -37,3 +50,15 @@ def check_json(value: Any, what: str, *, max_depth: int = MAX_JSON_DEPTH, max_by
     if size > max_bytes:
         raise InvalidInput(f"{what} is {size:,} bytes as JSON; at most {max_bytes:,}", hint=f"shorten the {what}")
     return value
+
+
+def check_trigger_words(words: list[str]) -> list[str]:
+    if len(words) > MAX_TRIGGER_WORDS:
+        raise InvalidInput(f"{len(words)} trigger words; at most {MAX_TRIGGER_WORDS}", hint="keep the ones users type")
+    for word in words:
+        if len(word) > MAX_TRIGGER_WORD:
+            raise InvalidInput(
+                f"trigger word {word[:40]!r}… is {len(word):,} characters; at most {MAX_TRIGGER_WORD}",
+                hint="a trigger word is a short token users put in prompts",
+            )
+    return words

@@ -13,7 +13,7 @@ from registry.domain.access import Action
 from registry.domain.clock import as_utc, utcnow
 from registry.domain.errors import Conflict, InvalidInput
 from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, PNG_SIGNATURE, EvaluationIn, EvaluationPublic, GateStatus
-from registry.domain.limits import check_json
+from registry.domain.limits import check_json, check_text
 from registry.services.gate import gate_status, version_digest
 from registry.services.lookups import lora_and_version, record_event
 from registry.services.scope import Service
@@ -39,6 +39,7 @@ class EvidenceService(Service):
                 hint="evaluate the version's own files: `wanlora eval … NAME@VERSION` fetches them",
             )
         check_json(result.details, "evaluation details", max_bytes=1024 * 1024)
+        check_text(result.summary, "evaluation summary")
         preview = _preview(result)
         scores = {k: float(v) for k, v in result.scores.items() if 0 <= v <= 10}
         evaluation = Evaluation(

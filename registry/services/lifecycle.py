@@ -22,7 +22,7 @@ from registry.domain.access import Action
 from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole, Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput
-from registry.domain.limits import check_json, check_text
+from registry.domain.limits import MAX_REASON, check_json, check_text, check_trigger_words
 from registry.domain.schemas import Hyperparameters, LoraPublic, VersionPublic, check_name, parse_category, parse_semver
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import IngestedFile
@@ -65,7 +65,8 @@ class LifecycleService(Service):
         exists = self.session.exec(select(Lora).where(Lora.project_id == proj.id, Lora.name == name)).first()
         if exists is not None:
             raise AlreadyExists(f"LoRA {project}/{name} already exists", hint="register a new version instead")
-        words = [w.strip() for w in trigger_words if w.strip()]
+        words = check_trigger_words([w.strip() for w in trigger_words if w.strip()])
+        check_text(description, "description")
         lora = Lora(
             project_id=proj.id,
             name=name,
@@ -222,7 +223,7 @@ class LifecycleService(Service):
         project's policy requires must have passed for this version's files; an admin may override with
         a reason, and the event says so."""
         self.scope.require(project, Action.VERSION_PROMOTE)
-        check_text(reason, "reason", 4000)
+        check_text(reason, "reason", MAX_REASON)
         _, lora = lora_row(self.scope, project, name, lock=True)
         row = version_row(self.scope, lora, version, project)
         if row.status == Status.CURRENT.value:
@@ -262,7 +263,7 @@ class LifecycleService(Service):
         or deprecated on purpose are skipped, so repeated rollbacks walk further back in time.
         """
         self.scope.require(project, Action.VERSION_ROLLBACK)
-        check_text(reason, "reason", 4000)
+        check_text(reason, "reason", MAX_REASON)
         _, lora = lora_row(self.scope, project, name, lock=True)
         events = events_of(self.scope, lora)
         current = current_version(self.scope, lora)
@@ -297,7 +298,7 @@ class LifecycleService(Service):
 
     def deprecate(self, *, project: str, name: str, version: str, reason: str | None = None) -> VersionPublic:
         self.scope.require(project, Action.VERSION_DEPRECATE)
-        check_text(reason, "reason", 4000)
+        check_text(reason, "reason", MAX_REASON)
         _, lora = lora_row(self.scope, project, name, lock=True)
         row = version_row(self.scope, lora, version, project)
         # A superseded version is deprecated but still a rollback target; deprecating it on purpose

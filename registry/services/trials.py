@@ -12,6 +12,7 @@ from registry.domain.digests import canary
 from registry.domain.enums import Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 from registry.domain.eval_schemas import Pick, ReportIn, TrialPublic
+from registry.domain.limits import MAX_REASON, check_text
 from registry.services.gate import gate_status, refusal
 from registry.services.lifecycle import LifecycleService
 from registry.services.lookups import current_version, lora_and_version, lora_row, record_event
@@ -31,6 +32,7 @@ class TrialService(Service):
         """Serve a testing version to a sticky share of jobs. Phases 1 and 2 must have passed first
         (those the policy requires)."""
         self.scope.require(project, Action.VERSION_TRIAL)
+        check_text(reason, "reason", MAX_REASON)
         lora, row = lora_and_version(self.scope, project, name, version, lock=True)
         policy = self.policy.for_project(project)
         if row.status != Status.TESTING.value:
@@ -62,6 +64,7 @@ class TrialService(Service):
 
     def stop_trial(self, *, project: str, name: str, reason: str | None = None) -> TrialPublic:
         self.scope.require(project, Action.VERSION_TRIAL)
+        check_text(reason, "reason", MAX_REASON)
         _, lora = lora_row(self.scope, project, name, lock=True)
         trial = self._running(lora)
         if trial is None:

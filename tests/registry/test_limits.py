@@ -85,3 +85,31 @@ def test_webhook_urls_secrets_and_token_lifetimes_are_bounded(wl: Wanlora) -> No
     with pytest.raises(InvalidInput, match="over 3650 days"):
         parse_duration("9999999d")
     assert parse_duration("365d").days == 365
+
+
+def test_every_free_text_field_has_its_bound(wl: Wanlora, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match="description is"), wl.registry() as reg:
+        reg.create_lora(project="default", name="d", category="style", base_model="wan2.1-t2v-1.3b",
+                        description="x" * 70_000)  # fmt: skip
+    with pytest.raises(InvalidInput, match="at most 64"), wl.registry() as reg:
+        reg.create_lora(project="default", name="d", category="style", base_model="wan2.1-t2v-1.3b",
+                        trigger_words=[f"w{i}" for i in range(65)])  # fmt: skip
+    with pytest.raises(InvalidInput, match="at most 128"), wl.registry() as reg:
+        reg.create_lora(project="default", name="d", category="style", base_model="wan2.1-t2v-1.3b",
+                        trigger_words=["w" * 129])  # fmt: skip
+    register(wl, tmp_path, version="1.0.0")
+    with pytest.raises(InvalidInput, match="reason is 5,000 characters"), wl.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.0.0", reason="r" * 5000)
+    with pytest.raises(InvalidInput, match="reason is 5,000 characters"), wl.evaluation() as ev:
+        ev.start_trial(project="default", name="sarah", version="1.0.0", reason="r" * 5000)
+
+
+def test_from_metadata_cannot_fill_the_database(wl: Wanlora, tmp_path: Path) -> None:
+    from tests.helpers import make
+
+    huge = {"ss_optimizer": "x" * (1024 * 1024), "ss_learning_rate": "1e-4"}
+    path = make(tmp_path, "meta", metadata=huge)
+    with pytest.raises(InvalidInput, match=r"hyperparameters is .* bytes as JSON; at most 262,144"):
+        register(wl, tmp_path, version="1.0.0", file=path, from_metadata=True)
+    with wl.registry(write=False) as reg:
+        assert reg.find_lora(project="default", name="sarah") is None
