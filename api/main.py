@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from api.bodylimit import BodyLimit
 from api.cache import AuthCache, Generation
 from api.deps import ServerState
 from api.ratelimit import SignInLimiter
@@ -126,6 +127,7 @@ def create_app(
     errors.install(app)
 
     app.add_middleware(FreshAfterWrites, generation=app.state.wanlora.generation)
+    app.add_middleware(BodyLimit)
 
     app.include_router(loras.every_project)
     for module in (loras, files, accounts, feed, webhooks, evaluation):
