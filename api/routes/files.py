@@ -66,7 +66,7 @@ async def upload(
     """Streams to disk with a running sha256: never whole in memory. Over the limit, or with a digest
     that does not match, the request is refused and nothing is kept."""
     check_name(project, "project name")
-    if not await run_in_threadpool(_may_register, caller, project):
+    if not await run_in_threadpool(may_register, caller, project):
         return error_response(403, "permission_denied", f"{caller.principal.describe()} may not upload to {project}")
     limit = state.max_upload_bytes
     if content_length is not None and content_length > limit:
@@ -107,7 +107,7 @@ class _TooLarge(Exception):
     pass
 
 
-def _may_register(caller: Wanlora, project: str) -> bool:
+def may_register(caller: Wanlora, project: str) -> bool:
     with caller.registry(write=False) as reg:
         return reg.can(project, Action.VERSION_REGISTER)
 

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
-from api.routes.files import ClientQuery, upload_path
-from registry.domain.errors import NotFound
+from api.routes.files import ClientQuery, may_register, upload_path
+from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
 
@@ -100,6 +100,8 @@ def preview(project: str, name: str, version: str, caller: CallerDep, client: Cl
 
 @router.post("/loras/{name}/versions", status_code=201, summary="Register uploaded files as a testing version")
 def register_version(project: str, name: str, body: VersionCreate, caller: CallerDep, state: StateDep) -> VersionPublic:
+    if not may_register(caller, project):  # before anything about the uploads it names
+        raise PermissionDenied(f"{caller.principal.describe()} may not register versions in {project}")
     files = [body.file] + ([body.low_noise] if body.low_noise else [])
     paths = [upload_path(state, upload_id) for upload_id in files]
     try:
