@@ -191,3 +191,22 @@ def make_s3(endpoint: str, **kw: object) -> S3Store:
 
 def stored_objects(store: LocalStore) -> list[Path]:
     return [p for p in (store.root / "sha256").rglob("*") if p.is_file()]
+
+
+# The security suite (SECURITY.md), run alone with `pytest -m security`.
+SECURITY_SUITE = {
+    "tests/registry/test_hostile_files.py", "tests/registry/test_header_bounds.py",
+    "tests/registry/test_header_fuzz.py", "tests/registry/test_key_rules.py", "tests/registry/test_limits.py",
+    "tests/registry/test_sync_hostile.py", "tests/registry/test_token_owners.py",
+    "tests/registry/test_webhook_egress.py", "tests/registry/test_authorizer.py", "tests/registry/test_leftovers.py",
+    "tests/api/test_route_matrix.py", "tests/api/test_schemathesis.py", "tests/api/test_hostile_uploads.py",
+    "tests/api/test_api_concurrency.py", "tests/api/test_sign_in_limits.py", "tests/api/test_body_limit.py",
+    "tests/api/test_integrity.py", "tests/api/test_error_table.py", "tests/cli/test_disk_full.py",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = Path(str(config.rootpath))
+    for item in items:
+        if Path(str(item.path)).relative_to(root).as_posix() in SECURITY_SUITE:
+            item.add_marker(pytest.mark.security)

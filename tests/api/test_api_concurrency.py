@@ -67,3 +67,47 @@ def test_fifty_concurrent_transitions(live: tuple[str, Wanlora, str], tmp_path: 
             state[e.version or ""] = e.to_status
             assert list(state.values()).count("current") <= 1
     assert state == {v.version: v.status.value for v in lora.versions}
+
+
+def test_a_mixed_concurrent_load_answers_no_5xx(live: tuple[str, Wanlora, str], tmp_path: Path) -> None:
+    """Reads, downloads, writes, bad tokens, hostile bodies and unknown routes from 32 connections at once
+    (the kinds of request that gave 500s under load before): not one 5xx."""
+    url, wl, token = live
+    for i in range(4):
+        register(wl, tmp_path, version=f"1.{i}.0", seed=i, file=make(tmp_path, f"m{i}", seed=i, rank=1, blocks=1))
+    with wl.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.0.0")
+        sha = reg.get_version(project="default", name="sarah", version="1.0.0").files[0].sha256
+    base = "/api/v1/projects/default/loras/sarah"
+    good = {"Authorization": f"Bearer {token}"}
+    kinds = [
+        ("GET", "/api/v1/loras", good, None),
+        ("GET", f"{base}", good, None),
+        ("GET", f"{base}/history", good, None),
+        ("GET", "/api/v1/projects/default/resolve", good, None),
+        ("GET", f"/api/v1/artifacts/{sha}", good, None),
+        ("POST", f"{base}/versions/1.{{n}}.0/promote", good, b'{"reason": "load", "override": true}'),
+        ("POST", f"{base}/rollback", good, b'{"reason": "load"}'),
+        ("POST", f"{base}/versions/1.1.0/annotations", good, b'{"scores": {"c": 1e999}}'),
+        (
+            "POST",
+            "/api/v1/projects/default/loras",
+            good,
+            b'{"name": "x", "category": "style", "base_model": "' + b"[" * 500,
+        ),
+        ("GET", "/api/v1/loras", {"Authorization": "Bearer wlt_nope"}, None),
+        ("GET", f"{base}/diff?old=1.0.0&new=9" + "9" * 30 + ".0.0", good, None),
+        ("GET", "/api/v1/no/such/route", good, None),
+        ("DELETE", "/api/v1/loras", good, None),
+    ]
+    client = httpx.Client(base_url=url, timeout=60, limits=httpx.Limits(max_connections=32))
+
+    def send(i: int) -> int:
+        method, path, headers, body = kinds[i % len(kinds)]
+        path = path.replace("{n}", str(1 + i % 3))
+        return client.request(method, path, headers=headers, content=body).status_code
+
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        codes = list(pool.map(send, range(13 * 40)))
+    assert [c for c in codes if c >= 500] == [], sorted(set(codes))
+    assert 200 in codes and 401 in codes and 404 in codes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import zipfile
 from collections.abc import Callable
@@ -92,7 +93,82 @@ CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "mixed formats": (lambda t: _mixed(t / "x.safetensors"), "mixes key formats"),
     "negative alpha": (lambda t: make(t, "alpha", alpha=-1.0), "positive finite"),
     "integer weights": (lambda t: _int_weights(t / "x.safetensors"), "floating point"),
-}
+    # the header's JSON, against the streaming scanner's bounds (registered end to end)
+    "deep nesting": (lambda t: raw(t / "x.safetensors", b'{"a":' + b"[" * 10_000 + b"]" * 10_000 + b"}"), "nested"),
+    "too many tensors": (lambda t: raw(t / "x.safetensors", _many(40_000)), "more than 32,768 tensors"),
+    "huge metadata": (
+        lambda t: raw(t / "x.safetensors", b'{"__metadata__":{"a":"' + b"x" * (17 * 2**20) + b'"}}'),
+        "over 16,777,216",
+    ),
+    "many metadata keys": (
+        lambda t: raw(t / "x.safetensors", {"__metadata__": {f"k{i}": "" for i in range(5000)}}),
+        "5,000 entries; at most 4,096",
+    ),
+    "long tensor name": (lambda t: raw(t / "x.safetensors", {"n" * 2000: tensor("F16", [1], 0, 2)}, b"\0\0"), "name over"),
+    "trailing json": (lambda t: raw(t / "x.safetensors", b'{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}{}', b"\0\0"), "after its closing"),
+    "incomplete json": (lambda t: raw(t / "x.safetensors", b'{"a":{"dtype":"F16"'), "incomplete"),
+    "escaped duplicate": (
+        lambda t: raw(t / "x.safetensors", b'{"a":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},'
+                                          b'"\\u0061":{"dtype":"F16","shape":[1],"data_offsets":[0,2]}}', b"\0\0"),
+        "twice",
+    ),
+    "non-string metadata": (lambda t: raw(t / "x.safetensors", {"__metadata__": {"a": 1}}), "strings to strings"),
+    "metadata list": (lambda t: raw(t / "x.safetensors", {"__metadata__": ["a"]}), "strings to strings"),
+    "entry is a list": (lambda t: raw(t / "x.safetensors", {"a": [1, 2]}), "not a tensor description"),
+    "shape not a list": (lambda t: raw(t / "x.safetensors", {"a": {"dtype": "F16", "shape": 4, "data_offsets": [0, 8]}}, b"\0" * 8), "invalid shape"),
+    "negative dimension": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [-1], 0, 2)}, b"\0\0"), "invalid shape"),
+    "too many dimensions": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [1] * 9, 0, 2)}, b"\0\0"), "invalid shape"),
+    "boolean offsets": (lambda t: raw(t / "x.safetensors", {"a": {"dtype": "F16", "shape": [1], "data_offsets": [False, 2]}}, b"\0\0"), "invalid data_offsets"),
+    "float offsets": (lambda t: raw(t / "x.safetensors", {"a": {"dtype": "F16", "shape": [1], "data_offsets": [0.0, 2.0]}}, b"\0\0"), "invalid data_offsets"),
+    "three offsets": (lambda t: raw(t / "x.safetensors", {"a": {"dtype": "F16", "shape": [1], "data_offsets": [0, 1, 2]}}, b"\0\0"), "invalid data_offsets"),
+    "offsets reversed": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [1], 2, 0)}, b"\0\0"), "out of order"),
+    "shape overflows": (lambda t: raw(t / "x.safetensors", {"a": tensor("F16", [2**40, 2**40], 0, 2)}, b"\0\0"), "needs"),
+    "header length 2^63": (lambda t: raw(t / "x.safetensors", b"{}", prefix=(2**63).to_bytes(8, "little")), "over the 100 MB"),
+    "header length zero": (lambda t: raw(t / "x.safetensors", b"", prefix=(0).to_bytes(8, "little"), data=b"\0" * 16), "incomplete"),
+    "empty file": (lambda t: (t / "x.safetensors").write_bytes(b"") or t / "x.safetensors", "too short"),
+    "gzip file": (lambda t: (t / "x.safetensors").write_bytes(b"\x1f\x8b\x08\x00" + b"\0" * 64) and t / "x.safetensors", "over the 100 MB|truncated"),
+    "pickle protocol 2": (lambda t: (t / "x.safetensors").write_bytes(pickle.dumps([1], protocol=2)) and t / "x.safetensors", "pickled"),
+    "uppercase .PT": (lambda t: (t / "x.PT").write_bytes(b"anything at all") and t / "x.PT", "pickled"),
+    ".pth suffix": (lambda t: (t / "x.pth").write_bytes(b"anything at all") and t / "x.pth", "pickled"),
+    # key names: one module named two ways would let the same weights in twice
+    "leading zero block": (lambda t: _key(t, "diffusion_model.blocks.00.self_attn.q"), "not a LoRA weight"),
+    "arabic-indic block": (lambda t: _key(t, "diffusion_model.blocks.\u0660.self_attn.q"), "not a LoRA weight"),
+    "fullwidth block": (lambda t: _key(t, "diffusion_model.blocks.\uff10.self_attn.q"), "not a LoRA weight"),
+    "unknown module": (lambda t: _key(t, "diffusion_model.blocks.0.self_attn.zz"), "not a LoRA weight"),
+    "path in a key": (lambda t: _key(t, "../../etc/passwd"), "not a LoRA weight"),
+    "empty key": (lambda t: _key(t, ""), "not a LoRA weight"),
+    "nan alpha": (lambda t: _alpha(t, float("nan")), "positive finite"),
+    "infinite alpha": (lambda t: _alpha(t, float("inf")), "positive finite"),
+    "zero alpha": (lambda t: _alpha(t, 0.0), "positive finite"),
+    "3-d matrix": (lambda t: _rewrite(t / "x.safetensors", [("lora_unet_blocks_0_self_attn_q.lora_down.weight", "F16", (4, 3072, 1)), ("lora_unet_blocks_0_self_attn_q.lora_up.weight", "F16", (3072, 4))]), "2-D"),
+    "rank zero": (lambda t: _rewrite(t / "x.safetensors", [("lora_unet_blocks_0_self_attn_q.lora_down.weight", "F16", (0, 3072)), ("lora_unet_blocks_0_self_attn_q.lora_up.weight", "F16", (3072, 0))]), "inconsistent rank"),
+}  # fmt: skip
+
+
+def _many(n: int) -> bytes:
+    entry = b'"t%06d":{"dtype":"F16","shape":[1],"data_offsets":[0,2]},'
+    return b"{" + b"".join(entry % i for i in range(n)) + b'"end":{}}'
+
+
+def _key(t: Path, module: str) -> Path:
+    """A canonical pair of tensors under the given module name, sized for WAN 1.3B's q projection."""
+    return _rewrite(t / "x.safetensors", [(f"{module}.lora_A.weight", "F16", (4, 3072)),
+                                          (f"{module}.lora_B.weight", "F16", (3072, 4))])  # fmt: skip
+
+
+def _alpha(t: Path, value: float) -> Path:
+    import struct
+
+    m = "lora_unet_blocks_0_self_attn_q"
+    entries = [
+        (f"{m}.lora_down.weight", "F16", (4, 3072)),
+        (f"{m}.lora_up.weight", "F16", (3072, 4)),
+        (f"{m}.alpha", "F32", ()),
+    ]
+    header = build_header(entries, {})
+    path = t / "x.safetensors"
+    path.write_bytes(header + b"\0" * (2 * 2 * 4 * 3072) + struct.pack("<f", value))
+    return path
 
 
 def _truncate(path: Path) -> Path:
@@ -109,7 +185,7 @@ def _zip(path: Path) -> Path:
 
 def _rewrite(path: Path, entries: list[tuple[str, str, tuple[int, ...]]]) -> Path:
     header = build_header(entries, {})
-    size = sum(int.__mul__(*s) if len(s) == 2 else 1 for _, _, s in entries) * 2
+    size = sum(math.prod(s) for _, _, s in entries) * 2
     path.write_bytes(header + b"\0" * size)
     return path
 
@@ -144,6 +220,10 @@ def _mixed(path: Path) -> Path:
 def _int_weights(path: Path) -> Path:
     m = "lora_unet_blocks_0_self_attn_q"
     return _rewrite(path, [(f"{m}.lora_down.weight", "I16", (4, 3072)), (f"{m}.lora_up.weight", "I16", (3072, 4))])
+
+
+def test_the_corpus_has_at_least_60_cases() -> None:
+    assert len(CASES) >= 60
 
 
 @pytest.mark.parametrize("case", list(CASES))
