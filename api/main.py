@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from pathlib import Path
 
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -19,7 +16,7 @@ from api.cache import AuthCache, Generation
 from api.deps import ServerState
 from api.ratelimit import SignInLimiter
 from api.routes import accounts, evaluation, feed, files, loras, webhooks
-from registry.backends.local import Wanlora
+from registry.backends.local import Wanlora, sweep_uploads
 from registry.domain.accounts import TokenCreated
 from registry.services.delivery import Dispatcher
 from registry.settings import Settings
@@ -51,22 +48,6 @@ class FreshAfterWrites:
             await send(message)
 
         await self.app(scope, receive, send_then_invalidate)
-
-
-STALE_UPLOAD_SECONDS = 3600
-
-
-def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
-    """Remove uploads nobody registered: partial ones of a killed request and finished ones left
-    unused. A live upload is written to all along, so only files untouched for ``older_than`` go."""
-    cutoff = time.time() - older_than
-    removed = []
-    for path in folder.glob("u_*"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path.name)
-    return removed
 
 
 def bootstrap(settings: Settings) -> TokenCreated | None:

@@ -14,6 +14,7 @@ from registry.domain.schemas import GcReport
 
 def _human(report: GcReport) -> str:
     lines = [f"temporary files of dead writers removed: {report.temp_files_removed}"]
+    lines.append(f"unused uploads removed: {report.uploads_removed}")
     verb = "deleted" if report.deleted else "found (delete them with --delete)"
     lines.append(f"orphan files no version refers to, {verb}: {len(report.orphans)}, {report.orphan_bytes:,} bytes")
     lines += [f"  {o.sha256}  {o.size:,} bytes  {o.age_hours:g} h old" for o in report.orphans]

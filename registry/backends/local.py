@@ -9,6 +9,7 @@ call created are removed again, so a refused registration leaves nothing behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterator
@@ -44,9 +45,24 @@ from registry.services.registry import RegistryService
 from registry.services.webhooks import WebhookService
 from registry.settings import Settings
 
-__all__ = ["Wanlora"]
+__all__ = ["Wanlora", "sweep_uploads"]
 
 log = logging.getLogger("wanlora.integrity")
+
+STALE_UPLOAD_SECONDS = 3600
+
+
+def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
+    """Remove uploads nobody registered: partial ones of a killed request and finished ones left
+    unused. A live upload is written to all along, so only files untouched for ``older_than`` go."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in folder.glob("u_*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+    return removed
 
 
 class Wanlora:
@@ -60,10 +76,12 @@ class Wanlora:
         principal: Principal | None = None,
         policy: Policy | None = None,
         egress: EgressPolicy | None = None,
+        uploads: Path | None = None,
     ) -> None:
         self.db = db
         self.policy = policy or Policy()
         self.egress = egress or EgressPolicy()  # where webhooks may be sent
+        self.uploads = uploads  # the server's upload folder, swept by gc
         self.store = store
         self.actor = actor
         self.default_project = default_project
@@ -79,6 +97,7 @@ class Wanlora:
             default_project=settings.project,
             policy=load_policy(settings.resolved_policy_file),
             egress=EgressPolicy(allow_hosts=settings.webhook_allow_list),
+            uploads=settings.home_dir / "uploads",
         )
 
     @contextmanager
@@ -140,6 +159,7 @@ class Wanlora:
 
     def gc(self, *, delete: bool = False, verify: bool = False) -> GcReport:
         removed = self.store.sweep()
+        uploads = sweep_uploads(self.uploads) if self.uploads is not None and self.uploads.is_dir() else []
         with self.maintenance() as upkeep:
             orphans = upkeep.orphans(list(self.store.listing()))
             referenced = upkeep.referenced() if verify else set()
@@ -154,7 +174,7 @@ class Wanlora:
                 self.take_out_of_service(sha, problem)
         with self.maintenance() as upkeep:
             faulty = upkeep.needing_repair()
-        return GcReport(temp_files_removed=removed, orphans=orphans, orphan_bytes=sum(o.size for o in orphans),
+        return GcReport(temp_files_removed=removed, uploads_removed=len(uploads), orphans=orphans, orphan_bytes=sum(o.size for o in orphans),
                         deleted=delete, verified=checked, needs_repair=faulty)  # fmt: skip
 
     def take_out_of_service(self, sha256: str, problem: str) -> list[str]:

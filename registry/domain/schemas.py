@@ -240,6 +240,7 @@ class GcReport(BaseModel):
 
     temp_files_removed: int
     orphans: list[Orphan]
+    uploads_removed: int = 0  # uploads nobody registered, an hour untouched
     orphan_bytes: int
     deleted: bool  # the orphans were deleted (--delete)
     verified: int  # stored files hashed against their digest (--verify)

@@ -69,7 +69,11 @@ def test_gc_reports_orphans_and_deletes_them_only_when_asked(api: Api, tmp_path:
     dead = store.tmp_dir / "put-otherhost-1-x"
     dead.write_bytes(b"partial")
     os.utime(dead, (old, old))
+    stale = api.home / "uploads" / "u_stale-partial-upload"
+    stale.write_bytes(b"half a file")
+    os.utime(stale, (old, old))
     report = api.wl.gc()
+    assert report.uploads_removed == 1 and not stale.exists()
     assert [o.sha256 for o in report.orphans] == [orphan.sha256]  # not the young one: it may be in flight
     assert report.temp_files_removed == 1 and not dead.exists()
     assert store.exists(orphan.sha256) and not report.deleted
