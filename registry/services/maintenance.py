@@ -53,36 +53,28 @@ class MaintenanceService(Service):
     def mark_for_repair(self, sha256: str, problem: str) -> list[str]:
         """Flag every file row with this digest and log it on each version's LoRA; returns the
         versions (``project/lora@version``) affected. Called by the system, whoever downloaded."""
-        affected = []
-        rows = self.session.exec(
-            select(VersionFile, Version, Lora)
-            .join(Version, col(Version.id) == VersionFile.version_id)
-            .join(Lora, col(Lora.id) == Version.lora_id)
-            .where(VersionFile.sha256 == sha256, VersionFile.needs_repair == False)  # noqa: E712
-            .with_for_update()
-        ).all()
-        for file, version, lora in rows:
-            file.needs_repair = True
-            self.session.add(file)
-            record_event(self.scope, lora, "needs_repair", version=version, reason=problem[:4000],
-                         details={"sha256": sha256, "role": file.role})  # fmt: skip
-            affected.append(f"{lora.name}@{version.version}")
-        return affected
+        return self._flag(sha256, True, "needs_repair", problem[:4000])
 
     def repaired(self, sha256: str) -> list[str]:
         """The store holds the right bytes again: clear the flag (and log it)."""
         self._require()
-        fixed = []
+        return self._flag(sha256, False, "repaired", None)
+
+    def _flag(self, sha256: str, needs_repair: bool, kind: str, reason: str | None) -> list[str]:
+        """Set every file row with this digest to ``needs_repair``, with a ``kind`` event on each
+        version whose flag changed; returns those versions."""
+        changed = []
         rows = self.session.exec(
             select(VersionFile, Version, Lora)
             .join(Version, col(Version.id) == VersionFile.version_id)
             .join(Lora, col(Lora.id) == Version.lora_id)
-            .where(VersionFile.sha256 == sha256, VersionFile.needs_repair == True)  # noqa: E712
+            .where(VersionFile.sha256 == sha256, VersionFile.needs_repair == (not needs_repair))
             .with_for_update()
         ).all()
         for file, version, lora in rows:
-            file.needs_repair = False
+            file.needs_repair = needs_repair
             self.session.add(file)
-            record_event(self.scope, lora, "repaired", version=version, details={"sha256": sha256, "role": file.role})
-            fixed.append(f"{lora.name}@{version.version}")
-        return fixed
+            record_event(self.scope, lora, kind, version=version, reason=reason,
+                         details={"sha256": sha256, "role": file.role})  # fmt: skip
+            changed.append(f"{lora.name}@{version.version}")
+        return changed
