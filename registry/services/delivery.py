@@ -102,11 +102,13 @@ class Dispatcher:
         with self.db.session() as s:
             for delivery, hook in s.exec(query).all():
                 budget = self._budget(hook)
+                queue = jobs.setdefault(hook.id or 0, [])
                 delivery.attempts += 1
-                # the lease: every delivery of this hook claimed now may run one after the other
-                delivery.next_attempt_at = now + timedelta(seconds=budget * (MAX_REDIRECTS + 1) * limit + 60)
+                # the lease: this hook's deliveries run one after the other, each within its budget
+                # (redirects included), so this one is done by then or its worker is gone
+                delivery.next_attempt_at = now + timedelta(seconds=budget * (MAX_REDIRECTS + 1) * (len(queue) + 1) + 30)
                 s.add(delivery)
-                jobs.setdefault(hook.id or 0, []).append(
+                queue.append(
                     _Job(delivery.id or 0, hook.id or 0, hook.url, hook.secret, budget, delivery.payload, delivery.kind)
                 )
         return jobs
