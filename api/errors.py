@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.deps import ServerState, authenticate_token
+from api.deps import ServerState, authenticate_token, client_address
 from registry.domain.errors import WanloraError, out_of_space
 
 STATUS = {
@@ -104,8 +104,7 @@ async def _unauthenticated(request: Request) -> JSONResponse | None:
     if state is None:
         return None
     try:
-        address = request.client.host if request.client else "unknown"
-        await run_in_threadpool(authenticate_token, state, token, address)
+        await run_in_threadpool(authenticate_token, state, token, client_address(request))
     except WanloraError as exc:
         return error_response(
             STATUS.get(exc.code, 401), exc.code, exc.message, exc.hint, retry_after=getattr(exc, "retry_after", None)
