@@ -135,13 +135,13 @@ def download(
     if if_none_match == etag:
         return Response(status_code=304, headers={"ETag": etag})
     store = state.wl.store
+    try:
+        store.check(sha256)  # a file that fails its digest is never served, nor handed out by a presigned URL
+    except IntegrityError as exc:
+        state.wl.take_out_of_service(sha256, exc.message)
+        raise _corrupt(sha256) from exc
     if isinstance(store, LocalStore):
-        try:
-            path = store.verified(sha256)  # a file that fails its digest is never served
-        except IntegrityError as exc:
-            state.wl.take_out_of_service(sha256, exc.message)
-            raise _corrupt(sha256) from exc
-        return FileResponse(path, media_type="application/octet-stream", headers={"ETag": etag})
+        return FileResponse(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
     url = getattr(store, "download_url", lambda _: None)(sha256)
     if url:
         return RedirectResponse(url, status_code=307, headers={"ETag": etag})

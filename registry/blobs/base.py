@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
@@ -62,6 +64,11 @@ class ArtifactStore(Protocol):
 
     def quarantine(self, sha256: str) -> None:
         """Take an artifact out of service, keeping its bytes aside for inspection."""
+        ...
+
+    def check(self, sha256: str) -> None:
+        """Raise IntegrityError unless the stored bytes match their digest (hashed again when they are
+        new to this process, changed, or last hashed a while ago); NotFound when they are gone."""
         ...
 
 
@@ -121,3 +128,24 @@ def verify_stored(store: ArtifactSource, sha256: str) -> str | None:
     except (IntegrityError, NotFound) as exc:
         return exc.message
     return None
+
+
+class RecentlyVerified:
+    """The artifacts a process hashed lately, by identity (inode and times, or ETag): one that is new,
+    changed since, or last hashed ``reverify_seconds`` ago is hashed again before it is served."""
+
+    def __init__(self, reverify_seconds: float = 600.0) -> None:
+        self.reverify_seconds = reverify_seconds
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[object, float]] = {}
+
+    def check(self, store: ArtifactSource, sha256: str, identity: object) -> None:
+        with self._lock:
+            hit = self._seen.get(sha256)
+        if hit is not None and hit[0] == identity and time.monotonic() - hit[1] < self.reverify_seconds:
+            return
+        problem = verify_stored(store, sha256)
+        if problem is not None:
+            raise IntegrityError(problem, hint="an admin repairs it with `wanlora repair FILE` (the source file)")
+        with self._lock:
+            self._seen[sha256] = (identity, time.monotonic())

@@ -9,13 +9,12 @@ import os
 import re
 import socket
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from registry.blobs.base import VerifyingReader, check_digest, fsync_dir, verify_stored
-from registry.domain.errors import IntegrityError, NotFound
+from registry.blobs.base import RecentlyVerified, VerifyingReader, check_digest, fsync_dir
+from registry.domain.errors import NotFound
 
 __all__ = ["LocalStore"]
 
@@ -90,8 +89,7 @@ class LocalStore:
         self.url = f"file://{root}"
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
-        self._checked: dict[str, tuple[tuple[int, ...], float]] = {}  # sha256 -> (file identity, when)
+        self._verified = RecentlyVerified(self.REVERIFY_SECONDS)
         (root / "sha256").mkdir(exist_ok=True)
         self._sweep_stale_tmp()
 
@@ -145,26 +143,18 @@ class LocalStore:
             ) from None
         return VerifyingReader(raw, sha256, os.fstat(raw.fileno()).st_size)
 
-    def verified(self, sha256: str) -> Path:
-        """The artifact's path, after checking its bytes against its digest: hashed in full when the file
-        is new to this process, changed since it was last checked, or last checked REVERIFY_SECONDS ago.
-        Raises IntegrityError when it does not match, NotFound when it is gone."""
+    def check(self, sha256: str) -> None:
         path = self.path(sha256)
         try:
             st = path.stat()
         except FileNotFoundError:
             raise NotFound(f"artifact {sha256[:12]} is missing from the store at {self.root}") from None
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        with self._lock:
-            hit = self._checked.get(sha256)
-        if hit is not None and hit[0] == identity and time.monotonic() - hit[1] < self.REVERIFY_SECONDS:
-            return path
-        problem = verify_stored(self, sha256)
-        if problem is not None:
-            raise IntegrityError(problem, hint="an admin repairs it with `wanlora repair FILE` (the source file)")
-        with self._lock:
-            self._checked[sha256] = (identity, time.monotonic())
-        return path
+        self._verified.check(self, sha256, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+    def verified(self, sha256: str) -> Path:
+        """The artifact's path, once ``check`` found its bytes sound."""
+        self.check(sha256)
+        return self.path(sha256)
 
     def exists(self, sha256: str) -> bool:
         return self.path(sha256).is_file()

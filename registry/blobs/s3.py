@@ -21,7 +21,7 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
-from registry.blobs.base import VerifyingReader, check_digest
+from registry.blobs.base import RecentlyVerified, VerifyingReader, check_digest
 from registry.domain.errors import InvalidInput, NotFound, WanloraError
 
 __all__ = ["S3Store"]
@@ -97,6 +97,7 @@ class S3Store:
         self.presign = presign
         self.presign_seconds = presign_seconds
         self.client = client or boto3.client("s3", endpoint_url=endpoint_url, region_name=region)
+        self._verified = RecentlyVerified()
         self._transfer = TransferConfig(
             multipart_threshold=multipart_threshold, multipart_chunksize=max(8 * MB, multipart_threshold // 8)
         )
@@ -174,6 +175,14 @@ class S3Store:
             self.client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             raise self._translate(exc, sha256) from exc
+
+    def check(self, sha256: str) -> None:
+        key = self.key(sha256)
+        try:
+            head = self.client.head_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise self._translate(exc, sha256) from exc
+        self._verified.check(self, sha256, (head.get("ETag"), head.get("LastModified"), head.get("ContentLength")))
 
     def download_url(self, sha256: str) -> str | None:
         """A presigned GET URL when presigning is enabled, else None (download through the API)."""

@@ -48,4 +48,8 @@ def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, 
         assert response.status_code == 200 and response.headers["etag"] == f'"{sha}"'
         content = response.content
     assert hashlib.sha256(content).hexdigest() == sha
+    store.client.put_object(Bucket=store.bucket, Key=store.key(sha), Body=content[:-8] + b"tampered")
+    refused = client.get(f"/api/v1/artifacts/{sha}", follow_redirects=False)  # neither streamed nor presigned
+    assert refused.status_code == 500 and refused.json()["error"]["code"] == "corrupt_artifact"
+    assert not store.exists(sha)  # set aside in the bucket's quarantine/ until `wanlora repair`
     db.dispose()
