@@ -139,6 +139,11 @@ class RecentlyVerified:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[object, float]] = {}
 
+    def remember(self, sha256: str, identity: object) -> None:
+        """Bytes this process just wrote and hashed: sound as they are."""
+        with self._lock:
+            self._seen[sha256] = (identity, time.monotonic())
+
     def check(self, store: ArtifactSource, sha256: str, identity: object) -> None:
         with self._lock:
             hit = self._seen.get(sha256)
@@ -147,5 +152,4 @@ class RecentlyVerified:
         problem = verify_stored(store, sha256)
         if problem is not None:
             raise IntegrityError(problem, hint="an admin repairs it with `wanlora repair FILE` (the source file)")
-        with self._lock:
-            self._seen[sha256] = (identity, time.monotonic())
+        self.remember(sha256, identity)

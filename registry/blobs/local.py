@@ -49,6 +49,7 @@ class _LocalWriter:
             os.chmod(self._tmp, 0o444)
             os.replace(self._tmp, final)
             fsync_dir(final.parent)
+            self._store.remember(digest)  # hashed as it was written: no need to read it again to serve it
         else:
             self._tmp.unlink()
         self._done = True
@@ -146,10 +147,17 @@ class LocalStore:
     def check(self, sha256: str) -> None:
         path = self.path(sha256)
         try:
-            st = path.stat()
+            identity = self._identity(path)
         except FileNotFoundError:
             raise NotFound(f"artifact {sha256[:12]} is missing from the store at {self.root}") from None
-        self._verified.check(self, sha256, (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        self._verified.check(self, sha256, identity)
+
+    def _identity(self, path: Path) -> tuple[int, ...]:
+        st = path.stat()
+        return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def remember(self, sha256: str) -> None:
+        self._verified.remember(sha256, self._identity(self.path(sha256)))
 
     def verified(self, sha256: str) -> Path:
         """The artifact's path, once ``check`` found its bytes sound."""
