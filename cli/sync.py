@@ -20,6 +20,7 @@ from registry.domain.eval_schemas import ReportIn
 from registry.domain.schemas import SyncTarget
 from registry.sync.agent import AgentPass, ReportAgent
 from registry.sync.comfyui import SyncReport, loras_dir, sync_comfyui, watch_comfyui
+from registry.sync.folder import comfyui_root
 from registry.sync.notify import check_comfyui_url, free_comfyui
 
 # -- ComfyUI sync ----------------------------------------------------------------------------------
@@ -27,7 +28,7 @@ from registry.sync.notify import check_comfyui_url, free_comfyui
 
 @app.command()
 def sync(
-    comfyui: Annotated[Path, typer.Option("--comfyui", help="The ComfyUI folder.")],
+    comfyui: Annotated[Path, typer.Option("--comfyui", help="The ComfyUI folder (the one with main.py).")],
     project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
     pin: Annotated[
         bool | None,
@@ -63,11 +64,15 @@ def sync(
         ),
     ] = None,
     report_interval: Annotated[float, typer.Option("--report-interval", help="Seconds between history reads.")] = 2.0,
+    create: Annotated[
+        bool, typer.Option("--create", help="Make the folder (and models/loras) when it is not a ComfyUI folder yet.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
     if check and watch:
         raise InvalidInput("--check and --watch do not go together")
+    comfyui = comfyui_root(comfyui, create=create and not check)
     if comfyui_url:
         comfyui_url = check_comfyui_url(comfyui_url)
     with backend() as wl:

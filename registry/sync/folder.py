@@ -89,6 +89,34 @@ class SyncReport:
         return {k: v for k, v in self.__dict__.items()} | {"drift": self.drift}
 
 
+def comfyui_root(path: Path, *, create: bool = False) -> Path:
+    """``path`` as a ComfyUI folder: one with ``main.py``, a ``models/`` folder or an
+    ``extra_model_paths.yaml`` (a source checkout, a portable or a desktop install). Anything else is
+    refused with the folder that was probably meant, unless ``create`` makes a new one."""
+    path = Path(path).expanduser()
+    markers = (path / "main.py").is_file() or (path / "models").is_dir() or (path / "extra_model_paths.yaml").is_file()
+    if markers:
+        return path
+    for parent in [path, *path.parents][:4]:  # models/loras, models/loras/wanlora, models/loras/wanlora/p
+        if parent.name == "loras" and parent.parent.name == "models":
+            raise InvalidInput(
+                f"{path} is inside ComfyUI's LoRA folder, not a ComfyUI folder",
+                hint=f"pass the ComfyUI folder itself: --comfyui {parent.parent.parent}",
+            )
+    if create:
+        (path / "models" / "loras").mkdir(parents=True, exist_ok=True)
+        return path
+    what = (
+        "does not exist"
+        if not path.exists()
+        else "is not a ComfyUI folder (no main.py, models/ or extra_model_paths.yaml)"
+    )
+    raise InvalidInput(
+        f"{path} {what}",
+        hint="pass the folder ComfyUI runs from (the one with main.py), or add --create to start a new one",
+    )
+
+
 def loras_dir(comfyui: Path) -> Path:
     """ComfyUI's LoRA folder, honouring a ``loras`` entry of ``extra_model_paths.yaml``."""
     comfyui = Path(comfyui).expanduser()
@@ -102,7 +130,8 @@ def loras_dir(comfyui: Path) -> Path:
         sections.sort(key=lambda s: not s.get("is_default", False))
         if sections:
             section = sections[0]
-            base = Path(str(section.get("base_path", "."))).expanduser()
+            # as ComfyUI reads it (utils/extra_config.py): ~ and $VARS in base_path are expanded
+            base = Path(os.path.expandvars(os.path.expanduser(str(section.get("base_path", ".")))))
             if not base.is_absolute():
                 base = comfyui / base
             first = next(line.strip() for line in str(section["loras"]).splitlines() if line.strip())

@@ -60,6 +60,7 @@ def test_full_flow_with_json(env: Path) -> None:
 
 def test_sync_check_and_exit_codes(env: Path) -> None:
     comfy = env / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
     f = make(env, "a", seed=1)
     run(
         "register",
@@ -151,6 +152,7 @@ def test_sync_watch_command_follows_a_rollback(env: Path) -> None:
     import time
 
     comfy = env / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
     for i, v in enumerate(("1.0.0", "1.1.0")):
         run("register", str(make(env, f"w{i}", seed=i)), "--lora", "hero", "--category", "style",
             "--base-model", SINGLE, "--version", v, "-m", v, "-q")  # fmt: skip

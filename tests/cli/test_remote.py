@@ -82,6 +82,7 @@ def test_every_command_through_the_server(
     prod = json.loads(run("token", "create", "-u", "host1", "-p", "brandx", "-r", "production", "--json"))["token"]
     monkeypatch.setenv("WANLORA_TOKEN", prod)
     comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
     report = json.loads(run("sync", "--comfyui", str(comfy), "--json"))
     assert report["copied"] == ["brandx/character/sarah.safetensors"]
     current = json.loads(run("show", "sarah", "-p", "brandx", "--json"))
@@ -104,6 +105,7 @@ def test_sync_watch_follows_the_change_feed(server: tuple[str, str], tmp_path: P
     run("promote", "hero", "1.1.0", "-p", "studio")
     first = json.loads(run("show", "hero@1.0.0", "-p", "studio", "--json"))["files"][0]["sha256"]
     comfy = tmp_path / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
     watcher = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "sync", "--comfyui", str(comfy), "--watch", "--json"],
         env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -150,6 +150,14 @@ def test_extra_model_paths_yaml_is_honoured(tmp_path: Path, comfy: Path, wl: Wan
         loras_dir(comfy)
 
 
+def test_base_path_variables_are_expanded_as_comfyui_does(
+    tmp_path: Path, comfy: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELS_ROOT", str(tmp_path / "nas"))
+    (comfy / "extra_model_paths.yaml").write_text("comfyui:\n  base_path: $MODELS_ROOT/comfy\n  loras: loras\n")
+    assert loras_dir(comfy) == tmp_path / "nas" / "comfy" / "loras"  # not a literal "$MODELS_ROOT" folder
+
+
 def test_damaged_manifest_is_a_clear_error(wl: Wanlora, tmp_path: Path, comfy: Path) -> None:
     root = comfy / "models/loras/wanlora"
     root.mkdir(parents=True)

@@ -1,0 +1,43 @@
+"""What a new user trips over (issue 12, first use), each fixed with a test."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path / "home"))
+    for key in ("WANLORA_DATABASE_URL", "WANLORA_STORAGE_URL", "WANLORA_PROJECT", "WANLORA_SERVER", "WANLORA_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    return tmp_path
+
+
+def run(*args: str, code: int = 0) -> str:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == code, (result.output, result.exception)
+    return result.output
+
+
+def test_sync_refuses_a_folder_that_is_not_comfyui(env: Path) -> None:
+    missing = env / "typo" / "ComfyUI"
+    out = run("sync", "--comfyui", str(missing), code=2)
+    assert "does not exist" in out and "--create" in out and not missing.exists()
+    plain = env / "Documents"
+    plain.mkdir()
+    assert "is not a ComfyUI folder" in run("sync", "--comfyui", str(plain), code=2)
+    comfy = env / "ComfyUI"
+    (comfy / "models" / "loras").mkdir(parents=True)
+    out = run("sync", "--comfyui", str(comfy / "models" / "loras"), code=2)
+    assert "inside ComfyUI's LoRA folder" in out and f"--comfyui {comfy}" in out.replace("\n", "")
+    assert not (comfy / "models" / "loras" / "models").exists()  # no models/loras/models/loras
+    run("sync", "--comfyui", str(comfy))
+    run("sync", "--comfyui", str(missing), "--create")
+    assert (missing / "models" / "loras" / "wanlora").is_dir()
