@@ -23,6 +23,7 @@ STATUS = {
     "conflict": 409,
     "gate_refused": 409,
     "schema_outdated": 503,
+    "unavailable": 503,
     "out_of_space": 507,
     "too_many_failures": 429,
     "corrupt_artifact": 500,

@@ -18,9 +18,10 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
-from registry.domain.errors import SchemaOutdated
+from registry.domain.errors import InvalidInput, SchemaOutdated, Unavailable
 
 __all__ = ["Database", "alembic_config"]
 
@@ -35,20 +36,39 @@ def alembic_config(connection: Any | None = None) -> Config:
     return cfg
 
 
+_URL_HINT = "use sqlite:///PATH (the default) or postgresql+psycopg://USER@HOST:PORT/DB in WANLORA_DATABASE_URL"
+
+
+def normalise_url(url: str) -> str:
+    """The URL as SQLAlchemy needs it: ``postgres://`` (Heroku's, libpq's spelling) and a bare
+    ``postgresql://`` mean PostgreSQL through psycopg 3, the driver wanlora installs."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
 class Database:
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
-        self.url = url
-        parsed = make_url(url)
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite:
-            if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-            self.engine: Engine = create_engine(
-                url, connect_args={"timeout": 60, "check_same_thread": False}, pool_pre_ping=False
-            )
-            _sqlite_setup(self.engine)
-        else:
-            self.engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+        self.url = url = normalise_url(url)
+        try:
+            parsed = make_url(url)
+            self.is_sqlite = parsed.get_backend_name() == "sqlite"
+            if self.is_sqlite:
+                if parsed.database and parsed.database != ":memory:":
+                    Path(parsed.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+                self.engine: Engine = create_engine(
+                    url, connect_args={"timeout": 60, "check_same_thread": False}, pool_pre_ping=False
+                )
+                _sqlite_setup(self.engine)
+            elif parsed.get_backend_name() == "postgresql":
+                self.engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            else:
+                raise InvalidInput(f"wanlora does not support {parsed.get_backend_name()} databases", hint=_URL_HINT)
+        except (ArgumentError, NoSuchModuleError, ImportError) as exc:
+            raise InvalidInput(
+                f"{_shown(url)!r} is not a database URL wanlora can open ({exc})", hint=_URL_HINT
+            ) from None
         self._checked = False
 
     # -- schema -------------------------------------------------------------------------------------
@@ -72,7 +92,14 @@ class Database:
         """Create a brand-new database; refuse one at an older revision with the command that fixes it."""
         if self._checked:
             return
-        current, head = self.current_revision(), self.head_revision()
+        try:
+            current = self.current_revision()
+        except OperationalError as exc:
+            raise Unavailable(
+                f"cannot open the database at {self.safe_url}: {str(exc.orig or exc).strip().splitlines()[0]}",
+                hint="check that the server runs and WANLORA_DATABASE_URL names it, its user and its database",
+            ) from None
+        head = self.head_revision()
         if current != head:
             with self.engine.connect() as conn:
                 empty = not inspect(conn).get_table_names()
@@ -113,6 +140,13 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _shown(url: str) -> str:
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url if "@" not in url else "…@" + url.rsplit("@", 1)[1]
 
 
 def _sqlite_setup(engine: Engine) -> None:

@@ -11,6 +11,7 @@
     ├── Conflict                 ("conflict")        a transition that is not legal from the current state
     │   └── GateRefused          ("gate_refused")    promotion without the evidence the policy requires
     ├── SchemaOutdated           ("schema_outdated") the database needs ``wanlora db upgrade``
+    ├── Unavailable              ("unavailable")     the database (or another service) cannot be reached
     ├── OutOfSpace               ("out_of_space")    a disk (store, database, ComfyUI folder) is full
     └── CorruptArtifact          ("corrupt_artifact") a stored file fails its digest: never served
 
@@ -33,6 +34,7 @@ __all__ = [
     "PermissionDenied",
     "SchemaOutdated",
     "Unauthenticated",
+    "Unavailable",
     "WanloraError",
     "out_of_space",
 ]
@@ -90,6 +92,10 @@ class GateRefused(Conflict):
     """Promotion without the evidence the project's policy requires."""
 
     code = "gate_refused"
+
+
+class Unavailable(WanloraError):
+    code = "unavailable"
 
 
 class OutOfSpace(WanloraError):

@@ -41,3 +41,29 @@ def test_sync_refuses_a_folder_that_is_not_comfyui(env: Path) -> None:
     run("sync", "--comfyui", str(comfy))
     run("sync", "--comfyui", str(missing), "--create")
     assert (missing / "models" / "loras" / "wanlora").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("nonsense", 2, "is not a database URL"),
+        ("mysql://a@b/c", 2, "does not support mysql"),
+        ("postgresql://u:secret@127.0.0.1:1/x", 1, "cannot open the database"),
+        ("postgres://u:secret@127.0.0.1:1/x", 1, "cannot open the database"),
+    ],
+)
+def test_a_bad_database_url_is_a_clear_error(
+    env: Path, monkeypatch: pytest.MonkeyPatch, url: str, code: int, message: str
+) -> None:
+    monkeypatch.setenv("WANLORA_DATABASE_URL", url)
+    out = run("list", code=code)
+    assert message in out and "Traceback" not in out and "secret" not in out and "WANLORA_DATABASE_URL" in out
+
+
+def test_postgres_urls_mean_psycopg() -> None:
+    from registry.db.engine import normalise_url
+
+    assert normalise_url("postgres://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
+    assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
