@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import typer
+
 from cli import render
 from cli.app import JsonOpt, backend, command_group
 
@@ -24,7 +26,7 @@ def db_upgrade() -> None:
 
 @db_app.command("status")
 def db_status(as_json: JsonOpt = False) -> None:
-    """Show the database's schema revision and the one this wanlora needs."""
+    """Show the database's schema revision and the one this wanlora needs; exits 1 when it is outdated."""
     with backend() as opened:
         status = opened.schema_status()
     data = {"url": status.url, "current": status.current, "head": status.head, "up_to_date": status.up_to_date}
@@ -33,3 +35,5 @@ def db_status(as_json: JsonOpt = False) -> None:
     else:
         state = "[green]up to date[/]" if status.up_to_date else "[yellow]run `wanlora db upgrade`[/]"
         render.console.print(f"{data['url']}: revision {status.current or 'none'} (needs {status.head}) {state}")
+    if not status.up_to_date:
+        raise typer.Exit(1)

@@ -24,6 +24,7 @@ from cli.app import (
     split_ref,
     train_extra_missing,
 )
+from registry.domain.errors import InvalidInput
 from registry.domain.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
 
 eval_app = command_group("eval", "Phases 1 and 2: technical validation and quality assessment.")
@@ -78,9 +79,11 @@ def _evaluate(phases: list[str], refs: str | list[str], project: str | None, as_
             generator = req.generator
     if as_json:
         render.emit_json(summaries[0] if isinstance(refs, str) else summaries)
-        return
-    for summary in summaries:
-        _show(summary)
+    else:
+        for summary in summaries:
+            _show(summary)
+    if any(not result["passed"] for summary in summaries for result in summary["phases"].values()):
+        raise typer.Exit(1)  # a check command: 0 passed, 1 failed, 2 bad input
 
 
 def _show(summary: dict[str, Any]) -> None:
@@ -101,13 +104,20 @@ def _show(summary: dict[str, Any]) -> None:
 
 @eval_app.command("technical")
 def eval_technical(
-    ref: RefArg, project: ProjectOpt = None, tiny: TinyOpt = False, model_path: ModelOpt = None,
+    ref: Annotated[
+        str | None, typer.Argument(help="NAME@VERSION (default: the latest); leave out with --file.")
+    ] = None,
+    project: ProjectOpt = None, tiny: TinyOpt = False, model_path: ModelOpt = None,
     prompts: PromptsOpt = None, prompts_file: PromptsFileOpt = None, out: OutOpt = Path("wanlora-evals"),
     record: RecordOpt = True, file: FileOpt = None, low_noise: LowOpt = None, base_model: BaseOpt = None,
     as_json: JsonOpt = False,
 ) -> None:  # fmt: skip
     """Phase 1: integrity, structure, rank/alpha, the effect check (0.6/0.8/1.0), test generations without
-    NaN/black/frozen frames, speed and memory against the base model."""
+    NaN/black/frozen frames, speed and memory against the base model. Exits 1 when it fails."""
+    if ref is None and file is None:
+        raise InvalidInput("name the version to check (NAME@VERSION), or an unregistered file with --file")
+    if ref is None:
+        ref, record = file.stem, False  # type: ignore[union-attr]
     _evaluate(["technical"], ref, project, as_json, tiny=tiny, model_path=model_path, prompts=prompts,
               prompts_file=prompts_file, out=out, record=record, file=file, low_noise=low_noise,
               base_model=base_model)  # fmt: skip
@@ -153,7 +163,7 @@ def gate_table(gate: GateStatus) -> Table:
 
 @eval_app.command("status")
 def eval_status(ref: RefArg, project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
-    """Which phases passed for this version's files, and whether it may be promoted."""
+    """Which phases passed for this version's files, and whether it may be promoted (exit 0), or not (1)."""
     name, version = split_ref(ref)
     with backend() as wl:
         proj = project_of(wl, project)
@@ -164,9 +174,11 @@ def eval_status(ref: RefArg, project: ProjectOpt = None, as_json: JsonOpt = Fals
             gate = ev.gate(project=proj, name=name, version=version)
     if as_json:
         render.emit_json(gate)
-        return
-    render.console.print(gate_table(gate))
-    render.console.print("[bold green]ready to promote[/]" if gate.ready else "[yellow]not ready to promote[/]")
+    else:
+        render.console.print(gate_table(gate))
+        render.console.print("[bold green]ready to promote[/]" if gate.ready else "[yellow]not ready to promote[/]")
+    if not gate.ready:
+        raise typer.Exit(1)
 
 
 def _metrics_row(m: Metrics | None) -> list[str]:

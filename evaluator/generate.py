@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from registry.domain.errors import InvalidInput
 from registry.domain.wan import BASE_MODELS, EXPERT_BOUNDARY
 from trainer.models import Models, load_base_models, pad_text, place
 
@@ -60,6 +61,7 @@ class Generator:
     settings: GenerationSettings
     device: torch.device
     cache_base: bool = True
+    tiny: bool = False
     forward_passes: Counter[str] = field(default_factory=Counter)
     _base: dict[str, Output] = field(default_factory=dict)
     _adapters: dict[str, dict[str, str]] = field(default_factory=dict)  # adapter -> expert -> file
@@ -85,7 +87,7 @@ class Generator:
         models.vae.to(device).eval()
         models.text_encoder.to(device).eval()
         settings = settings or (GenerationSettings.tiny() if tiny else GenerationSettings())
-        return cls(base_model, models, settings, device, cache_base)
+        return cls(base_model, models, settings, device, cache_base, tiny)
 
     # -- adapters -----------------------------------------------------------------------------------
 
@@ -100,9 +102,26 @@ class Generator:
 
         for expert, path in files.items():
             state = WanLoraLoaderMixin.lora_state_dict(str(path))
-            with warnings.catch_warnings():  # peft warns that a second adapter joins the first: that is the point
-                warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                self.models.transformers[expert].load_lora_adapter(state, adapter_name=name, prefix="transformer")
+            model = self.models.transformers[expert]
+            try:
+                with warnings.catch_warnings():  # peft warns that a second adapter joins the first: the point
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                    model.load_lora_adapter(state, adapter_name=name, prefix="transformer")
+            except RuntimeError as exc:
+                if "size mismatch" not in str(exc):
+                    raise
+                width = getattr(getattr(model, "config", None), "num_attention_heads", 0) * getattr(
+                    getattr(model, "config", None), "attention_head_dim", 0
+                )
+                raise InvalidInput(
+                    f"{path.name} does not fit the loaded model ({width} wide): "
+                    + (
+                        "--tiny runs a tiny random WAN, which only LoRAs trained on it fit"
+                        if self.tiny
+                        else "its shapes are those of another base model"
+                    ),
+                    hint="evaluate it on its own base model with --model-path DIR (a local diffusers folder)",
+                ) from None
         self._adapters[name] = {k: str(v) for k, v in files.items()}
         self._active = ("?", -1.0)  # force the next use() to set the adapters
 

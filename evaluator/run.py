@@ -8,6 +8,8 @@ A file that is not registered yet can be checked too (``EvalRequest.files``): no
 from __future__ import annotations
 
 import base64
+import hashlib
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,10 +27,12 @@ from evaluator.technical import PhaseResult, check_structure, run_technical
 from registry.backends.contract import Backend
 from registry.blobs.base import ArtifactSource
 from registry.domain.digests import file_sha256, files_digest
-from registry.domain.errors import InvalidInput, WanloraError
+from registry.domain.errors import InvalidFile, InvalidInput, WanloraError
 from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, EvaluationIn
 from registry.domain.policy import ProjectPolicy
 from registry.domain.schemas import VersionPublic
+from registry.domain.wan import base_model as lookup_base_model
+from registry.files.ingest import ingest_lora
 
 __all__ = ["EvalRequest", "evaluate"]
 
@@ -104,6 +108,52 @@ def _references(folder: Path, limit: int = 32) -> list[np.ndarray]:
     return images
 
 
+class _FolderWriter:
+    """Writes one canonical copy into a folder, named by its sha256 when committed."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self._tmp = folder, folder / f".part-{os.getpid()}-{id(self)}"
+        self._fh, self._hash, self._size = open(self._tmp, "wb"), hashlib.sha256(), 0  # noqa: SIM115
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self._size += self._fh.write(data)
+
+    def commit(self) -> tuple[str, int, bool]:
+        self._fh.close()
+        sha = self._hash.hexdigest()
+        os.replace(self._tmp, self.folder / f"{sha}.safetensors")
+        return sha, self._size, True
+
+    def abort(self) -> None:
+        self._fh.close()
+        self._tmp.unlink(missing_ok=True)
+
+
+@dataclass
+class _Folder:
+    folder: Path
+
+    def writer(self) -> _FolderWriter:
+        return _FolderWriter(self.folder)
+
+
+def _canonical(files: dict[str, Path], base_model: str, folder: Path) -> dict[str, Path]:
+    """An unregistered file in the canonical form register stores (and ComfyUI and diffusers load), so
+    that what is checked is what would be served; the file is refused as register would refuse it."""
+    base = lookup_base_model(base_model)
+    out = {}
+    for role, path in files.items():
+        try:
+            stored = ingest_lora(path, _Folder(folder), base=base)
+        except InvalidFile:
+            out[role] = path  # phase 1's integrity check reports what is wrong with it
+            continue
+        out[role] = folder / f"{stored.sha256}.safetensors"
+    return out
+
+
 def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Progress | None = None) -> dict[str, Any]:
     """Run ``phases`` ("technical", "quality") and, for a registered version, record each result."""
     previous: VersionPublic | None = None
@@ -114,7 +164,8 @@ def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Pr
     if req.files is not None:
         if not req.base_model:
             raise InvalidInput("checking a file needs its --base-model")
-        files, base_model, label, version = req.files, req.base_model, req.lora, None
+        base_model, label, version = req.base_model, req.lora, None
+        files = _canonical(req.files, base_model, req.out / "files")  # as register would store them
     else:
         with backend.registry(write=False) as reg:
             lora = reg.get_lora(project=req.project, name=req.lora)

@@ -126,6 +126,18 @@ def frame_problems(frames: torch.Tensor) -> list[str]:
     return problems
 
 
+def _noise_band(generator: Generator, prompts: list[str], seed: int, base_seconds: list[float]) -> float:
+    """How much the base model's own generation time varies in this run, as a fraction of its median.
+
+    A tiny model generates in milliseconds, where the machine's noise is larger than any margin; the
+    base model is timed once more on fresh seeds (not cached) and the spread of all its timings widens
+    the allowance, so the check cannot flip on noise. Real models keep the policy's margin as it is."""
+    generator.use(None)
+    seconds = base_seconds + [generator.generate(p, seed + 20_000 + i).seconds for i, p in enumerate(prompts)]
+    median = statistics.median(seconds)
+    return (max(seconds) - min(seconds)) / median if median > 0 else 0.0
+
+
 def run_technical(
     files: dict[str, Path],
     base_model: str,
@@ -195,12 +207,18 @@ def run_technical(
     base_s = statistics.median(o.seconds for o in base_runs)
     lora_s = statistics.median(o.seconds for o in lora_runs)
     slowdown = lora_s / base_s - 1
+    allowed, band = policy.max_slowdown, 0.0
+    if generator.tiny:
+        band = _noise_band(generator, prompts, seed, [o.seconds for o in base_runs])
+        allowed += band
+    noise = f" + a noise band of {band:.0%} measured in this run (--tiny)" if band else ""
     result.checks.append(
         Check(
             "speed",
-            slowdown <= policy.max_slowdown,
-            f"{lora_s:.3f} s vs base {base_s:.3f} s per generation ({slowdown:+.1%}; allowed +{policy.max_slowdown:.0%})",
-            {"lora_seconds": lora_s, "base_seconds": base_s},
+            slowdown <= allowed,
+            f"{lora_s:.3f} s vs base {base_s:.3f} s per generation ({slowdown:+.1%}; allowed "
+            f"+{policy.max_slowdown:.0%}{noise})",
+            {"lora_seconds": lora_s, "base_seconds": base_s, "noise_band": band},
         )
     )
     base_m = max(o.peak_memory for o in base_runs)

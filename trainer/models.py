@@ -105,21 +105,30 @@ def _local(model_path: Path | None, allow_download: bool, experts: list[str]) ->
     from diffusers import AutoencoderKLWan, WanTransformer3DModel
     from transformers import AutoTokenizer, UMT5EncoderModel
 
-    root = Path(model_path or ".")
-    if not root.is_dir():
+    layout = "a local WAN 2.2 diffusers folder (transformer/, vae/, text_encoder/, tokenizer/)"
+    if model_path is None:
         raise InvalidInput(
-            f"model_path {root} is not a diffusers folder",
-            hint="point it at a local WAN 2.2 diffusers folder (transformer/, vae/, text_encoder/, tokenizer/)",
+            "no base model to run: the real model's weights are needed",
+            hint=f"pass --model-path DIR, {layout}, or --tiny for a smoke run on a tiny random model",
         )
+    root = Path(model_path).expanduser()
+    if not root.is_dir():
+        raise InvalidInput(f"model path {root} is not a folder", hint=f"point it at {layout}")
     local = not allow_download
     folders = {"single": "transformer", "high_noise": "transformer", "low_noise": "transformer_2"}
-    transformers = {
-        name: WanTransformer3DModel.from_pretrained(root, subfolder=folders[name], local_files_only=local)
-        for name in experts
-    }
-    vae = AutoencoderKLWan.from_pretrained(root, subfolder="vae", local_files_only=local)
-    text = UMT5EncoderModel.from_pretrained(root, subfolder="text_encoder", local_files_only=local)
-    tokenizer = AutoTokenizer.from_pretrained(root, subfolder="tokenizer", local_files_only=local)
+
+    def load(cls: Any, subfolder: str) -> Any:
+        try:
+            return cls.from_pretrained(root, subfolder=subfolder, local_files_only=local)
+        except (OSError, ValueError) as exc:
+            raise InvalidInput(
+                f"{root} has no loadable {subfolder}/ ({str(exc).splitlines()[0][:200]})", hint=f"point it at {layout}"
+            ) from None
+
+    transformers = {name: load(WanTransformer3DModel, folders[name]) for name in experts}
+    vae = load(AutoencoderKLWan, "vae")
+    text = load(UMT5EncoderModel, "text_encoder")
+    tokenizer = load(AutoTokenizer, "tokenizer")
 
     def tokenize(texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         out = tokenizer(

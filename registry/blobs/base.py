@@ -40,6 +40,12 @@ class ArtifactWriter(Protocol):
     def abort(self) -> None: ...
 
 
+class ArtifactSink(Protocol):
+    """What writing needs: a writer that names the object by its digest when it is committed."""
+
+    def writer(self) -> ArtifactWriter: ...
+
+
 class ArtifactSource(Protocol):
     """What reading needs: a verified stream by digest (a store, or a server for ComfyUI hosts)."""
 

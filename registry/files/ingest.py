@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from registry.blobs.base import CHUNK, ArtifactStore
+from registry.blobs.base import CHUNK, ArtifactSink
 from registry.domain.errors import InvalidFile
 from registry.domain.wan import BaseModel, KeyFormat, LoraPart, canonical_key, parse_key
 from registry.files.safetensors_io import (
@@ -268,7 +268,7 @@ def _hash_file(path: Path, stop: threading.Event) -> str:
 
 def ingest_lora(
     path: Path,
-    store: ArtifactStore,
+    store: ArtifactSink,
     *,
     base: BaseModel | None = None,
     progress: Progress | None = None,

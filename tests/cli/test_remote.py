@@ -184,13 +184,14 @@ def test_evaluation_and_a_trial_through_the_server(
     host = json.loads(run("token", "create", "-u", "host", "-p", "lab", "-r", "production", "--json"))["token"]
     admin = os.environ["WANLORA_TOKEN"]
     monkeypatch.setenv("WANLORA_TOKEN", trainer)
-    summary = json.loads(run("eval", "technical", "tiny@1.0.0", "-p", "lab", "--tiny", "--out", str(tmp_path / "e"),
-                             "--json"))  # fmt: skip
-    technical = summary["phases"]["technical"]
+    done = runner.invoke(app, ["eval", "technical", "tiny@1.0.0", "-p", "lab", "--tiny", "--out", str(tmp_path / "e"),
+                               "--json"])  # fmt: skip
+    technical = json.loads(done.stdout)["phases"]["technical"]
+    assert done.exit_code == (0 if technical["passed"] else 1)  # a check command: 1 when it failed
     assert (
         technical["evaluation_id"] and technical["checks"][2]["name"] == "effect" and technical["checks"][2]["passed"]
     )
-    gate = json.loads(run("eval", "status", "tiny@1.0.0", "-p", "lab", "--json"))
+    gate = json.loads(run("eval", "status", "tiny@1.0.0", "-p", "lab", "--json", code=1))  # quality, trial missing
     recorded = {p["phase"]: p["state"] for p in gate["phases"]}["technical"]
     assert recorded == ("passed" if technical["passed"] else "failed")  # recorded on the server as it came out
     run("trial", "start", "tiny@1.0.0", "-p", "lab", code=1)  # a trainer may not start trials

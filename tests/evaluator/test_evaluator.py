@@ -63,6 +63,22 @@ def test_a_good_lora_passes_phase_1_and_the_result_is_recorded(wl: Wanlora, tmp_
     assert {p.phase: p.state for p in gate.phases} == {"technical": "passed", "quality": "missing", "trial": "missing"}
 
 
+def test_the_tiny_speed_check_allows_for_the_noise_it_measured(db: Database, store: LocalStore, tmp_path: Path) -> None:
+    """Under --tiny a generation takes milliseconds: the speed check widens its margin by the base model's
+    own spread in the same run, so with no margin at all a LoRA that adds no real cost still passes."""
+    wl = Wanlora(db=db, store=store, actor="tester", policy=Policy({"technical": {"max_slowdown": 0.0}}))
+    _register(wl, tmp_path, "1.0.0")
+    for _ in range(3):
+        result = _evaluate(wl, tmp_path, "1.0.0", ["technical"], record=False)["phases"]["technical"]
+        speed = next(c for c in result["checks"] if c["name"] == "speed")
+        assert "noise band" in speed["detail"]
+        band, slowdown = (
+            speed["value"]["noise_band"],
+            speed["value"]["lora_seconds"] / speed["value"]["base_seconds"] - 1,
+        )
+        assert band > 0 and speed["passed"] == (slowdown <= band)
+
+
 def test_a_lora_with_zero_b_matrices_fails_the_effect_check(wl: Wanlora, tmp_path: Path) -> None:
     _register(wl, tmp_path, "1.0.0", zero_b=True)
     result = _evaluate(wl, tmp_path, "1.0.0", ["technical"])["phases"]["technical"]

@@ -180,7 +180,7 @@ def test_training_video_clips_from_a_local_diffusers_folder_with_a_umt5_tokenize
     run = train(config)
     assert run.dataset.kind == "videos" and run.checkpoints and run.checkpoints[-1].files["single"].is_file()
     inspect_lora(run.checkpoints[-1].files["single"], BASE_MODELS["wan-tiny"])
-    with pytest.raises(InvalidInput, match="not a diffusers folder"):
+    with pytest.raises(InvalidInput, match="is not a folder"):
         train(tiny(tmp_path / "missing", tiny=False, model_path=tmp_path / "nowhere", epochs=1))
 
 
