@@ -19,9 +19,42 @@ from registry.backends import Backend, open_backend
 from registry.domain.errors import InvalidInput, WanloraError, out_of_space
 from registry.settings import Settings
 
+GLOBAL_OPTIONS = ("--server", "--token")
+
+
+def hoist_global_options(args: list[str]) -> list[str]:
+    """``--server``/``--token`` may come anywhere on the line (``wanlora list --server URL``): they are
+    moved in front of the subcommand, where the app reads them. Nothing after ``--`` moves."""
+    front: list[str] = []
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            rest.extend(args[i:])
+            break
+        name = arg.split("=", 1)[0]
+        if name in GLOBAL_OPTIONS and rest:  # already in front: leave it where it is
+            if "=" in arg:
+                front.append(arg)
+            elif i + 1 < len(args):
+                front.extend(args[i : i + 2])
+                i += 1
+            else:
+                rest.append(arg)
+        else:
+            rest.append(arg)
+        i += 1
+    return front + rest
+
 
 class Group(TyperGroup):
     """Turns registry errors into ``Type: message`` plus the fix, and a non-zero exit, for every command."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if ctx.parent is None:  # the root: wanlora [global options] COMMAND …
+            args = hoist_global_options(list(args))
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx: Any) -> Any:
         try:

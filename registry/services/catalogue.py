@@ -30,7 +30,7 @@ from registry.domain.schemas import (
     VersionPublic,
     parse_semver,
 )
-from registry.services.lookups import current_rows, files_of, lora_row, version_semver, versions_of
+from registry.services.lookups import current_rows, files_of, lora_row, project_row, version_semver, versions_of
 from registry.services.scope import Service
 from registry.services.views import file_public, lora_public, visible_version
 
@@ -58,6 +58,7 @@ class CatalogueService(Service):
         query = select(Lora, Project).join(Project, col(Project.id) == Lora.project_id)
         if project:
             self.scope.require(project, Action.LORA_READ)  # naming a project one may not read is refused
+            project_row(self.scope, project)  # a typo is told so, not answered "no LoRAs yet"
             query = query.where(Project.name == project)
         if category:
             query = query.where(Lora.category == category)

@@ -6,6 +6,7 @@ A version whose status the caller may not read does not exist for it (``NotFound
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,12 +44,22 @@ def version_semver(v: Version) -> semver.Version:
     return semver.Version(v.major, v.minor, v.patch, v.prerelease)
 
 
+def did_you_mean(name: str, candidates: list[str]) -> str:
+    """ " (did you mean 'sarah'?)" for the nearest of ``candidates``, or ""."""
+    close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+
+
 def project_row(scope: Scope, name: str, *, create: bool = False) -> Project:
     check_name(name, "project name")
     row = scope.session.exec(select(Project).where(Project.name == name)).first()
     if row is None:
         if not create:
-            raise NotFound(f"project {name!r} does not exist", hint="list projects with `wanlora list`")
+            known = [p for p in scope.session.exec(select(Project.name)).all() if scope.can(p, Action.LORA_READ)]
+            raise NotFound(
+                f"project {name!r} does not exist{did_you_mean(name, known)}",
+                hint=f"projects you can read: {', '.join(sorted(known)) or 'none yet'}",
+            )
         row = Project(name=name, created_at=utcnow())
         scope.session.add(row)
         scope.session.flush()
@@ -64,8 +75,9 @@ def lora_row(scope: Scope, project: str, name: str, *, lock: bool = False) -> tu
         query = query.with_for_update()
     row = scope.session.exec(query).first()
     if row is None:
+        names = list(scope.session.exec(select(Lora.name).where(Lora.project_id == proj.id)).all())
         raise NotFound(
-            f"LoRA {project}/{name} does not exist",
+            f"LoRA {project}/{name} does not exist{did_you_mean(name, names)}",
             hint="create it with `wanlora lora create` or register a file with --category and --base-model",
         )
     return proj, row

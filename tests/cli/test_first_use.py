@@ -67,3 +67,25 @@ def test_postgres_urls_mean_psycopg() -> None:
     assert normalise_url("postgresql://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("postgresql+psycopg://u@h/db") == "postgresql+psycopg://u@h/db"
     assert normalise_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_global_options_work_anywhere_on_the_line(env: Path) -> None:
+    from cli.app import hoist_global_options
+
+    for line in (["list", "--server", "http://127.0.0.1:9"], ["--server", "http://127.0.0.1:9", "list"],
+                 ["trial", "status", "x", "--server=http://127.0.0.1:9", "--token", "wlt_t"]):  # fmt: skip
+        assert "cannot reach http://127.0.0.1:9" in run(*line, code=1)
+    assert hoist_global_options(["register", "f", "-m", "x", "--token", "t", "--", "--server", "s"]) == [
+        "--token", "t", "register", "f", "-m", "x", "--", "--server", "s",
+    ]  # fmt: skip
+
+
+def test_typos_get_a_did_you_mean(env: Path, tmp_path: Path) -> None:
+    from tests.helpers import SINGLE, make
+
+    run("register", str(make(tmp_path, "s")), "--lora", "sarah", "--category", "character", "--base-model", SINGLE,
+        "--version", "1.0.0", "-m", "x", "-q")  # fmt: skip
+    assert "did you mean 'sarah'?" in run("show", "sarha", code=1)
+    out = run("list", "-p", "defualt", code=1)
+    assert "project 'defualt' does not exist (did you mean 'default'?)" in out  # not "no LoRAs yet"
+    assert "Did you mean 'promote'?" in run("promot", "sarah", "1.0.0", code=2)
