@@ -231,8 +231,8 @@ class LifecycleService(Service):
         if row.status == Status.DEPRECATED.value:
             raise Conflict(
                 f"{project}/{name}@{row.version} is deprecated and cannot be promoted",
-                hint="a version that was current before comes back with `wanlora rollback`; "
-                "otherwise register a new version",
+                hint="a version superseded by the current one comes back with `wanlora rollback`; a deprecated "
+                "one is retired for good: register a new version",
             )
         gate = gate_status(self.session, project, lora, row, self.policy.for_project(project))
         evidence = {p.phase: p.evaluation_id for p in gate.phases if p.evaluation_id is not None}
@@ -257,7 +257,8 @@ class LifecycleService(Service):
         return self._result(project=project, name=name, version=row.version)
 
     def rollback(self, *, project: str, name: str, reason: str | None = None) -> VersionPublic:
-        """Make the version that was current before the current one current again.
+        """Make the version that was current before the current one current again; the one rolled back
+        returns to testing (promotable again through the gate).
 
         The history of who held ``current`` is read from the event log; versions that were rolled back
         or deprecated on purpose are skipped, so repeated rollbacks walk further back in time.
@@ -284,7 +285,9 @@ class LifecycleService(Service):
         target = self.session.get(Version, target_id)
         assert target is not None
         if current is not None:
-            set_status(self.scope, lora, current, Status.DEPRECATED, "rolled_back", reason, to=target.version)
+            # back to testing, not deprecated: it may go out again, through the gate, once it is fixed
+            # or cleared; only `deprecate` retires a version for good
+            set_status(self.scope, lora, current, Status.TESTING, "rolled_back", reason, to=target.version)
         set_status(
             self.scope,
             lora,

@@ -148,8 +148,15 @@ def events_of(scope: Scope, lora: Lora) -> list[Event]:
 
 
 def retired_ids(scope: Scope, lora: Lora, events: list[Event] | None = None) -> set[int | None]:
-    """Versions taken out of service on purpose (rolled back or deprecated): never rollback targets."""
-    return {e.version_id for e in (events or events_of(scope, lora)) if e.kind in ("rolled_back", "deprecated")}
+    """Versions taken out of service on purpose (rolled back or deprecated) and not made current since:
+    never rollback targets."""
+    retired: set[int | None] = set()
+    for e in events or events_of(scope, lora):
+        if e.kind in ("rolled_back", "deprecated"):
+            retired.add(e.version_id)
+        elif e.to_status == Status.CURRENT.value:
+            retired.discard(e.version_id)
+    return retired
 
 
 def record_event(

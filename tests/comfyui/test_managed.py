@@ -101,7 +101,9 @@ def test_a_sync_in_progress_is_waited_out(synced: Path) -> None:
             "mtime_ns": st.st_mtime_ns,
             "size": st.st_size,
         }
-        manifest.write_text(json.dumps(doc))
+        tmp = manifest.with_suffix(".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, manifest)  # as sync writes it: a reader never sees half a manifest
 
     threading.Thread(target=finish_sync).start()
     started = time.monotonic()

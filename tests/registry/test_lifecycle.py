@@ -88,7 +88,7 @@ def test_rollback_walks_back_and_refuses_when_nothing_left(wl: Wanlora, tmp_path
             reg.promote(project="default", name="sarah", version=v)
     with wl.registry() as reg:
         assert reg.rollback(project="default", name="sarah", reason="artifacts").version == "1.1.0"
-    assert statuses(wl) == {"1.0.0": "deprecated", "1.1.0": "current", "1.2.0": "deprecated"}
+    assert statuses(wl) == {"1.0.0": "deprecated", "1.1.0": "current", "1.2.0": "testing"}  # rolled back ≠ retired
     with wl.registry() as reg:
         assert reg.rollback(project="default", name="sarah").version == "1.0.0"
     with pytest.raises(Conflict, match="nothing to roll back to"), wl.registry() as reg:
@@ -99,8 +99,29 @@ def test_rollback_walks_back_and_refuses_when_nothing_left(wl: Wanlora, tmp_path
     assert kinds.count("rolled_back") == 2 and kinds.count("restored") == 2
     rolled = next(e for e in events if e.kind == "rolled_back" and e.version == "1.2.0")
     assert rolled.reason == "artifacts" and rolled.actor == "tester"
-    assert (rolled.from_status, rolled.to_status) == ("current", "deprecated")
+    assert (rolled.from_status, rolled.to_status) == ("current", "testing")
     assert [e.seq for e in reversed(events)] == list(range(1, len(events) + 1))
+
+
+def test_a_rolled_back_version_can_go_out_again(wl: Wanlora, tmp_path: Path) -> None:
+    """Rolled back is not deprecated (issue 12): the version is a candidate again, promotable through the
+    gate, and once current again it is a rollback target like any other."""
+    for i, v in enumerate(["1.0.0", "1.1.0"]):
+        register(wl, tmp_path, version=v, seed=i)
+        with wl.registry() as reg:
+            reg.promote(project="default", name="sarah", version=v)
+    with wl.registry() as reg:
+        reg.rollback(project="default", name="sarah", reason="faces drift, it turned out to be the sampler")
+        assert reg.promote(project="default", name="sarah", version="1.1.0", reason="cleared").status == "current"
+        assert reg.rollback(project="default", name="sarah").version == "1.0.0"  # 1.1.0 rolled back again
+        reg.promote(project="default", name="sarah", version="1.1.0", reason="cleared again")
+    assert statuses(wl) == {"1.0.0": "deprecated", "1.1.0": "current"}
+    with pytest.raises(AlreadyExists, match="promote it instead"):
+        register(wl, tmp_path, version="1.2.0", seed=1)  # the same weights: promote 1.1.0, do not re-register
+    with wl.registry() as reg:
+        reg.deprecate(project="default", name="sarah", version="1.1.0", reason="recalled")  # retired for good
+    with pytest.raises(Conflict, match="retired for good"), wl.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.1.0")
 
 
 def test_rollback_skips_deliberately_deprecated_versions(wl: Wanlora, tmp_path: Path) -> None:
