@@ -47,8 +47,19 @@ def gate_status(session: Session, project: str, lora: Lora, version: Version, po
             running = session.exec(
                 select(Trial).where(Trial.version_id == version.id, Trial.status == "running")
             ).first()
+            t = policy.trial
+            needs = (
+                f"{t.min_reports} reports on the candidate over at least {t.min_hours:g} h, an error rate of at most "
+                f"{t.max_error_rate:.0%} (and within {t.error_margin:.0%} of the current's), a rating within "
+                f"{t.rating_margin:g} of the current's"
+            )
             if running is not None:
-                state, detail = "running", f"trial {running.id} on {running.share:g}% of jobs is running"
+                state, detail = (
+                    "running",
+                    f"trial {running.id} on {running.share:g}% of jobs is running; it needs {needs}",
+                )
+            else:
+                detail = f"a trial on {t.share:g}% of jobs passes after {needs}"
         if not required and state != "passed":
             state = "not_required"
         phases.append(

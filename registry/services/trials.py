@@ -3,6 +3,8 @@ that passes the trial or aborts it (rolling back a version an override made curr
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import col, select
 
 from registry.db.tables import Evaluation, Lora, Project, Trial, TrialReport, Version, VersionFile
@@ -87,9 +89,20 @@ class TrialService(Service):
             self._judge(lora, trial)
         return self._trial_public(project, lora, trial)
 
+    def _settings(self, trial: Trial) -> dict[str, Any]:
+        """The trial's settings: its share as it started, the thresholds as the project's policy says now
+        (an edit to the policy applies to a running trial at its next judgement)."""
+        lora = self.session.get(Lora, trial.lora_id)
+        project = self.session.get(Project, lora.project_id) if lora else None
+        if project is None:
+            return dict(trial.settings)
+        now = self.policy.for_project(project.name).trial.model_dump()
+        now.pop("share", None)
+        return {**trial.settings, **now}
+
     def _verdict(self, trial: Trial) -> tuple[str, str]:
-        """("pass" | "abort" | "wait", why) for a running trial, by its settings at the start."""
-        s = trial.settings
+        """("pass" | "abort" | "wait", why) for a running trial, by the policy's current thresholds."""
+        s = self._settings(trial)
         version = self.session.get(Version, trial.version_id)
         baseline = self.session.get(Version, trial.baseline_id) if trial.baseline_id else None
         started = as_utc(trial.started_at) or trial.started_at
@@ -179,7 +192,7 @@ class TrialService(Service):
             id=trial.id or 0, project=project, lora=lora.name, version=version.version,
             baseline=baseline.version if baseline else None, share=trial.share, status=trial.status,  # type: ignore[arg-type]
             started_by=trial.started_by, started_at=started, ended_at=as_utc(trial.ended_at), outcome=trial.outcome,
-            settings=trial.settings, candidate=version_metrics(self.session, version, started),
+            settings=self._settings(trial) if trial.status == "running" else trial.settings, candidate=version_metrics(self.session, version, started),
             current=version_metrics(self.session, baseline, started) if baseline else None, verdict=verdict,
         )  # fmt: skip
 

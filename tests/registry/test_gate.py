@@ -122,7 +122,9 @@ def test_an_override_needs_a_reason_and_is_recorded(gated: Wanlora, tmp_path: Pa
         reg.promote(project="default", name="sarah", version="1.0.0", override=True, reason="hotfix for a client")
         event = reg.history(project="default", name="sarah", limit=1)[0]
     assert event.kind == "promoted" and event.reason == "hotfix for a client"
-    assert event.details["override"] == {"technical": "missing", "quality": "missing", "trial": "missing"}
+    overridden = event.details["override"]
+    assert overridden["technical"] == overridden["quality"] == "missing"
+    assert overridden["trial"].startswith("missing: a trial on 10% of jobs passes after")
 
 
 @pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
@@ -268,3 +270,25 @@ def test_review_flags_drift_and_retraining(db: Database, store: LocalStore, tmp_
     with wl.evaluation() as ev:
         [m] = ev.metrics(project="default", name="sarah")
     assert m.reports == 20 and m.error_rate == pytest.approx(0.25) and m.seconds == pytest.approx(40.0)
+
+
+@pytest.mark.parametrize("database_url", BACKENDS, indirect=True)
+def test_a_running_trial_follows_policy_edits_and_the_gate_says_what_a_trial_needs(
+    gated: Wanlora, tmp_path: Path
+) -> None:
+    register(gated, tmp_path, version="1.0.0")
+    _evidence(gated, "1.0.0", "technical", "quality")
+    with pytest.raises(GateRefused) as err, gated.registry() as reg:
+        reg.promote(project="default", name="sarah", version="1.0.0")
+    assert "passes after" in err.value.message and "reports on the candidate" in err.value.message
+    with gated.evaluation() as ev:
+        ev.start_trial(project="default", name="sarah", version="1.0.0")
+    stricter = {**FAST_TRIAL, "trial": {**FAST_TRIAL["trial"], "min_reports": 50}}  # the policy edited meanwhile
+    gated.policy = Policy(stricter)
+    _report(gated, "1.0.0", 20)  # enough for the policy the trial started under
+    with gated.evaluation() as ev:
+        trial = ev.trial(project="default", name="sarah")
+    assert trial.status == "running" and "30 more report(s)" in trial.verdict and trial.settings["min_reports"] == 50
+    gated.policy = Policy(FAST_TRIAL)  # relaxed again: the next judgement passes it
+    with gated.evaluation() as ev:
+        assert ev.trial(project="default", name="sarah").status == "passed"
