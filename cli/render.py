@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from pydantic import BaseModel
-from rich.console import Console
+from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 from rich.tree import Tree
 
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
@@ -74,7 +75,7 @@ def output(data: Any, as_json: bool, human: Callable[[], Any]) -> None:
     if as_json:
         emit_json(data)
     elif (shown := human()) != "":
-        console.print(shown)
+        console.print(shown, crop=False)  # a digest line longer than the terminal wraps there, whole
 
 
 def secret(label: str, value: str) -> None:
@@ -137,27 +138,34 @@ def lora_view(lora: LoraPublic) -> Table:
     return table
 
 
-def version_view(v: VersionPublic) -> Table:
+def version_view(v: VersionPublic) -> Group:
     table = Table(title=f"{v.project}/{v.lora}@{v.version}", show_header=False, header_style="bold")
     table.add_column("field", style="bold")
     table.add_column("value", overflow="fold")
-    table.add_row("status", _status(v.status.value))
+    status = _status(v.status.value)
+    if v.promoted_on_override:
+        status += f" [bold yellow](override: {escape(v.promoted_on_override)})[/]"
+    table.add_row("status", status)
     table.add_row("changelog", v.changelog)
     table.add_row("parent", v.parent_version or "—")
     table.add_row("created", f"{v.created_at:%Y-%m-%d %H:%M} by {v.created_by}")
     table.add_row("trained", f"{v.training_date:%Y-%m-%d}" if v.training_date else "—")
     table.add_row("dataset", f"{v.dataset_hash or '—'} {json.dumps(v.dataset_summary) if v.dataset_summary else ''}")
-    table.add_row("hyperparameters", json.dumps(v.hyperparameters) if v.hyperparameters else "—")
+    table.add_row("hyperparameters", _compact(v.hyperparameters) if v.hyperparameters else "—")
     table.add_row("scores", ", ".join(f"{k} {s:g}" for k, s in sorted(v.scores.items())) or "—")
     table.add_row("known issues", v.known_issues or "—")
     for f in v.files:
+        repair = " [bold red](needs repair: the stored copy failed its sha256)[/]" if f.needs_repair else ""
         table.add_row(
             f"file {f.role.value}",
-            f"sha256 {f.sha256}\npayload {f.payload_sha256}\n{_size(f.size)}, rank {f.rank}, alpha {f.alpha:g}, "
+            f"sha256 {f.sha256[:12]}… (in full below){repair}\n{_size(f.size)}, rank {f.rank}, alpha {f.alpha:g}, "
             f"{f.dtype}, {f.module_count} modules ({', '.join(f.target_modules)})\n"
             f"from {f.source_format} file {f.source_sha256[:16]}…",
         )
-    return table
+    # digests in full, each on a line of its own and never folded, so that they copy whole
+    digests = [Text(f"{f.role.value} {kind} {digest}", no_wrap=True, overflow="ignore")
+               for f in v.files for kind, digest in (("sha256", f.sha256), ("payload", f.payload_sha256))]  # fmt: skip
+    return Group(table, *digests)
 
 
 def history_table(events: Iterable[EventPublic], title: str) -> Table:
@@ -170,7 +178,7 @@ def history_table(events: Iterable[EventPublic], title: str) -> Table:
             str(e.seq),
             e.at.strftime("%Y-%m-%d %H:%M:%S"),
             e.actor,
-            e.kind,
+            f"{e.kind} [bold yellow]override[/]" if e.override else e.kind,
             e.version or "",
             change,
             e.reason or "",
@@ -227,6 +235,24 @@ def deliveries_table(rows: Iterable[Any]) -> Table:
             f"{when:%Y-%m-%d %H:%M:%S}",
         )
     return table
+
+
+def _compact(doc: dict[str, Any], longest: int = 8) -> str:
+    """A document for a table: long lists (a loss curve) as their length and ends, not every value
+    (`--json` has them all)."""
+
+    def shorten(value: Any) -> Any:
+        if isinstance(value, list) and len(value) > longest:
+            return f"[{len(value)} values: {value[0]!r} … {value[-1]!r}]"  # a str: shown as it is
+        if isinstance(value, dict):
+            return {k: shorten(v) for k, v in value.items()}
+        return value
+
+    def show(value: Any) -> str:
+        value = shorten(value)
+        return value if isinstance(value, str) else json.dumps(value, default=str, ensure_ascii=False)
+
+    return "\n".join(f"{key}: {show(value)}" for key, value in doc.items())
 
 
 def _fmt(value: Any) -> str:

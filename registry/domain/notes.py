@@ -57,6 +57,11 @@ def _scores(v: VersionPublic) -> str:
 
 def _status(v: VersionPublic, lora: LoraPublic) -> tuple[str, str]:
     if v.status is Status.CURRENT:
+        if v.promoted_on_override:
+            return (
+                "CURRENT PRODUCTION (OVERRIDE)",
+                f"In production on an admin's override, without the three-phase evidence: {v.promoted_on_override}",
+            )
         return "CURRENT PRODUCTION", "Production approved"
     if v.status is Status.TESTING:
         return "TESTING", "Testing"

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import semver
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from registry.domain.enums import Category, FileRole, Status
 from registry.domain.errors import InvalidInput
@@ -140,6 +140,9 @@ class VersionPublic(BaseModel):
     created_by: str
     created_at: datetime
     files: list[FilePublic]
+    promoted_on_override: str | None = Field(
+        default=None, description="When it was last made current on an admin's override: the reason given."
+    )
 
 
 class LoraPublic(BaseModel):
@@ -181,6 +184,12 @@ class EventPublic(BaseModel):
     reason: str | None
     details: dict[str, Any]
     evaluation_id: str | None = Field(default=None, description="The evaluation(s) that allowed this change.")
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def override(self) -> bool:
+        """A promotion an admin made without the evidence the policy requires."""
+        return bool(self.details.get("override"))
 
 
 class Change(BaseModel):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from registry.db.tables import Lora, Version, VersionFile
+from sqlmodel import col, select
+
+from registry.db.tables import Event, Lora, Version, VersionFile
 from registry.domain.clock import as_utc
 from registry.domain.enums import Category, Status
 from registry.domain.errors import NotFound
@@ -20,7 +22,12 @@ def file_public(f: VersionFile) -> FilePublic:
 
 
 def _version(
-    project: str, lora: Lora, v: Version, files: list[VersionFile], parents: Mapping[int, str]
+    project: str,
+    lora: Lora,
+    v: Version,
+    files: list[VersionFile],
+    parents: Mapping[int, str],
+    overrides: Mapping[int, str | None] | None = None,
 ) -> VersionPublic:
     return VersionPublic(
         project=project,
@@ -38,6 +45,7 @@ def _version(
         created_by=v.created_by,
         created_at=as_utc(v.created_at) or v.created_at,
         files=[file_public(f) for f in files],
+        promoted_on_override=(overrides or {}).get(v.id or 0),
     )
 
 
@@ -45,7 +53,20 @@ def version_public(scope: Scope, project: str, lora: Lora, versions: list[Versio
     """Versions with their files and parents' names, in one query for the files."""
     files = files_of(scope, [v.id for v in versions if v.id is not None])
     names = {v.id: v.version for v in versions if v.id is not None}
-    return [_version(project, lora, v, files[v.id or 0], names) for v in versions]
+    overrides = _overrides(scope, lora)
+    return [_version(project, lora, v, files[v.id or 0], names, overrides) for v in versions]
+
+
+def _overrides(scope: Scope, lora: Lora) -> dict[int, str | None]:
+    """Per version, the reason of its last promotion when that was an override (else None)."""
+    overrides: dict[int, str | None] = {}
+    promotions = scope.session.exec(
+        select(Event).where(Event.lora_id == lora.id, Event.kind == "promoted").order_by(col(Event.seq))
+    )
+    for e in promotions:  # the last promotion of each version decides
+        if e.version_id is not None:
+            overrides[e.version_id] = (e.reason or "no reason given") if (e.details or {}).get("override") else None
+    return overrides
 
 
 def lora_public(scope: Scope, project: str, lora: Lora, versions: list[Version]) -> LoraPublic:
@@ -79,4 +100,4 @@ def visible_version(scope: Scope, *, project: str, name: str, version: str | Non
         row = version_row(scope, lora, version, project)
     files = files_of(scope, [row.id or 0])
     names = {v.id: v.version for v in versions if v.id is not None}
-    return _version(project, lora, row, files[row.id or 0], names)
+    return _version(project, lora, row, files[row.id or 0], names, _overrides(scope, lora))

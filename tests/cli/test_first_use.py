@@ -89,3 +89,27 @@ def test_typos_get_a_did_you_mean(env: Path, tmp_path: Path) -> None:
     out = run("list", "-p", "defualt", code=1)
     assert "project 'defualt' does not exist (did you mean 'default'?)" in out  # not "no LoRAs yet"
     assert "Did you mean 'promote'?" in run("promot", "sarah", "1.0.0", code=2)
+
+
+@pytest.mark.gate  # the strict default policy: promoting without evidence is an override
+def test_records_say_what_happened(env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import json
+
+    from tests.helpers import SINGLE, make
+
+    monkeypatch.setenv("COLUMNS", "80")
+    hp = tmp_path / "hp.json"
+    hp.write_text(json.dumps({"learning_rate": 1e-4, "loss_curve": [0.5 - i / 1000 for i in range(300)]}))
+    run("register", str(make(tmp_path, "s")), "--lora", "sarah", "--category", "character", "--base-model", SINGLE,
+        "--version", "1.0.0", "-m", "x", "-q", "--hyperparams", str(hp))  # fmt: skip
+    run("promote", "sarah", "1.0.0", "--override", "--reason", "client deadline")
+    history = json.loads(run("history", "sarah", "--json"))
+    assert [e["override"] for e in history if e["kind"] == "promoted"] == [True]
+    assert "override" in run("history", "sarah")
+    notes = run("notes", "sarah")
+    assert "Production approved" not in notes and "override" in notes and "client deadline" in notes
+    shown = run("show", "sarah@1.0.0")
+    assert "[300 values: 0.5 … 0.201]" in shown and "0.499" not in shown  # not the whole loss curve
+    sha = json.loads(run("show", "sarah@1.0.0", "--json"))["files"][0]["sha256"]
+    assert f"sha256 {sha}" in shown  # on one line, whole, at 80 columns
+    assert json.loads(run("show", "sarah@1.0.0", "--json"))["promoted_on_override"] == "client deadline"
