@@ -10,7 +10,9 @@ from cli import render
 from cli.app import JsonOpt, backend, command_group
 
 webhook_app = command_group(
-    "webhook", "Signed notifications of register, promote, rollback, deprecate.", no_args_is_help=False
+    "webhook",
+    "Signed notifications of register, promote, rollback, deprecate, evaluations and trials.",
+    no_args_is_help=False,
 )
 
 # -- webhooks --------------------------------------------------------------------------------------
@@ -19,9 +21,13 @@ webhook_app = command_group(
 @webhook_app.command("add")
 def webhook_add(
     url: Annotated[str, typer.Argument(help="Receiver URL (http or https).")],
-    events: Annotated[str, typer.Option("--events", help="Comma list: register,promote,rollback,deprecate.")] = (
-        "register,promote,rollback,deprecate"
-    ),
+    events: Annotated[
+        str,
+        typer.Option(
+            "--events",
+            help="Comma list of register, promote, rollback, deprecate, evaluate, trial_start, trial_pass, trial_abort, trial_stop.",
+        ),
+    ] = ("register,promote,rollback,deprecate"),
     project: Annotated[str, typer.Option("--project", "-p", help="A project, or '*' for all.")] = "*",
     secret: Annotated[
         str | None, typer.Option("--secret", help="HMAC key, at least 16 bytes (generated when omitted).")

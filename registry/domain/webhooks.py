@@ -20,7 +20,17 @@ __all__ = [
 ]
 
 # webhook event name -> event-log kind that fires it
-EVENT_KINDS = {"register": "registered", "promote": "promoted", "rollback": "restored", "deprecate": "deprecated"}
+EVENT_KINDS = {
+    "register": "registered",
+    "promote": "promoted",
+    "rollback": "restored",
+    "deprecate": "deprecated",
+    "evaluate": "evaluated",  # a phase 1 or 2 result recorded
+    "trial_start": "trial_started",
+    "trial_pass": "trial_passed",
+    "trial_abort": "trial_aborted",
+    "trial_stop": "trial_stopped",
+}
 _BY_KIND = {kind: name for name, kind in EVENT_KINDS.items()}
 
 

@@ -1,4 +1,4 @@
-"""Webhooks: signed notifications of register, promote, rollback and deprecate.
+"""Webhooks: signed notifications of register, promote, rollback, deprecate, evaluations and trials.
 
 The change and its deliveries are written in one transaction (an outbox), and a dispatcher delivers
 them afterwards, so a slow or failing receiver can never block or fail the change itself. Each delivery

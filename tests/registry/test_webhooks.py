@@ -154,3 +154,21 @@ def test_webhook_validation_and_scope(wl: Wanlora, receiver: Receiver) -> None:
             hooks.remove(webhook_id=hook.id)
     with wl.webhooks() as hooks:
         assert hooks.remove(webhook_id=hook.id).active is False
+
+
+def test_evaluations_and_trials_can_be_subscribed_to(wl: Wanlora, tmp_path: Path, receiver: Receiver) -> None:
+    from registry.domain.eval_schemas import EvaluationIn
+
+    with wl.webhooks() as hooks:
+        hooks.add(url=receiver.url, project="*", events=["evaluate", "trial_start", "trial_stop"])
+    register(wl, tmp_path, version="1.0.0")
+    with wl.evaluation() as ev:
+        digest = ev.digest(project="default", name="sarah", version="1.0.0")
+        ev.record(project="default", name="sarah", version="1.0.0",
+                  result=EvaluationIn(phase="technical", digest=digest, passed=True, summary="ok"))  # fmt: skip
+        ev.start_trial(project="default", name="sarah", version="1.0.0", share=10)
+        ev.stop_trial(project="default", name="sarah", reason="enough")
+    assert Dispatcher(wl.db, egress=wl.egress).run_once() == 3
+    bodies = [json.loads(body) for _, body in receiver.requests]
+    assert [b["event"] for b in bodies] == ["evaluate", "trial_start", "trial_stop"]
+    assert bodies[0]["version"] == "1.0.0" and bodies[2]["reason"] == "enough"
