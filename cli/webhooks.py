@@ -65,6 +65,20 @@ def webhook_list(as_json: JsonOpt = False) -> None:
     render.output(rows, as_json, lambda: "\n".join(lines))
 
 
+@webhook_app.command("test")
+def webhook_test(webhook_id: Annotated[int, typer.Argument(help="Webhook id.")], as_json: JsonOpt = False) -> None:
+    """Send the webhook a signed ping now, to check its URL and secret; exits 1 when it was not delivered."""
+    with backend() as wl, wl.webhooks(write=False) as hooks:
+        result = hooks.test(webhook_id=webhook_id)
+    answer = f"HTTP {result.status_code}" if result.status_code else "no answer"
+    human = f"ping to webhook {result.webhook_id} ({result.url}): " + (
+        f"delivered, {answer}" if result.delivered else f"[red]not delivered[/]: {result.error}"
+    )
+    render.output(result, as_json, lambda: human)
+    if not result.delivered:
+        raise typer.Exit(1)
+
+
 @webhook_app.command("remove")
 def webhook_remove(webhook_id: Annotated[int, typer.Argument(help="Webhook id.")]) -> None:
     """Stop a webhook (its delivery log stays)."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, IdPath, IdQuery
 from api.errors import ERROR_RESPONSES
-from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+from registry.domain.webhooks import DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 
 router = APIRouter(prefix="/api/v1/webhooks", tags=["webhooks"], responses=ERROR_RESPONSES)
 
@@ -42,6 +42,12 @@ def list_webhooks(caller: CallerDep) -> list[WebhookPublic]:
 def remove_webhook(webhook_id: IdPath, caller: CallerDep) -> WebhookPublic:
     with caller.webhooks() as hooks:
         return hooks.remove(webhook_id=webhook_id)
+
+
+@router.post("/{webhook_id}/test", summary="Send a signed ping now (outside the delivery log)")
+def test_webhook(webhook_id: IdPath, caller: CallerDep) -> PingResult:
+    with caller.webhooks(write=False) as hooks:
+        return hooks.test(webhook_id=webhook_id)
 
 
 @router.get("/deliveries", summary="The delivery log, newest first")

@@ -32,7 +32,7 @@ from registry.domain.schemas import (
     VersionDiff,
     VersionPublic,
 )
-from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+from registry.domain.webhooks import DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 
 __all__ = [
     "AccountOps",
@@ -154,6 +154,8 @@ class WebhookOps(Protocol):
     def list_webhooks(self) -> list[WebhookPublic]: ...
 
     def remove(self, *, webhook_id: int) -> WebhookPublic: ...
+
+    def test(self, *, webhook_id: int) -> PingResult: ...
 
     def deliveries(self, *, webhook_id: int | None = None, limit: int = 50) -> list[DeliveryPublic]: ...
 

@@ -43,7 +43,7 @@ from registry.domain.schemas import (
     VersionDiff,
     VersionPublic,
 )
-from registry.domain.webhooks import DeliveryPublic, WebhookCreated, WebhookPublic
+from registry.domain.webhooks import DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 from registry.files.dataset import dataset_fingerprint
 from registry.files.jsonfile import read_json_object
 
@@ -191,6 +191,9 @@ class RemoteWebhooks:
 
     def remove(self, *, webhook_id: int) -> WebhookPublic:
         return WebhookPublic.model_validate(self.http.call("DELETE", f"/api/v1/webhooks/{webhook_id}"))
+
+    def test(self, *, webhook_id: int) -> PingResult:
+        return PingResult.model_validate(self.http.call("POST", f"/api/v1/webhooks/{webhook_id}/test"))
 
     def deliveries(self, *, webhook_id: int | None = None, limit: int = 50) -> list[DeliveryPublic]:
         params: dict[str, Any] = {"limit": limit}

@@ -13,6 +13,7 @@ __all__ = [
     "EVENT_KINDS",
     "SIGNATURE_TOLERANCE",
     "DeliveryPublic",
+    "PingResult",
     "WebhookCreated",
     "WebhookPublic",
     "sign",
@@ -93,3 +94,13 @@ class DeliveryPublic(BaseModel):
     next_attempt_at: datetime
     delivered_at: datetime | None
     created_at: datetime
+
+
+class PingResult(BaseModel):
+    """What a test ping to a webhook got back (sent now, outside the delivery log)."""
+
+    webhook_id: int
+    url: str
+    delivered: bool
+    status_code: int | None
+    error: str | None

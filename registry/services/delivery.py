@@ -26,7 +26,7 @@ from registry.domain.clock import utcnow
 from registry.domain.webhooks import sign
 from registry.services.egress import EgressPolicy, TargetRefused
 
-__all__ = ["Dispatcher"]
+__all__ = ["Dispatcher", "Sender", "ping"]
 
 MAX_REDIRECTS = 3
 
@@ -50,6 +50,70 @@ def _coarse(exc: httpx.HTTPError) -> str:
     return "the receiver's answer was not valid HTTP"
 
 
+class Sender:
+    """Sends one signed delivery within its hook's time budget: to checked addresses only, following
+    307/308 redirects (each checked again); answers (status code, coarse error or None)."""
+
+    def __init__(self, egress: EgressPolicy | None = None) -> None:
+        self.egress = egress or EgressPolicy()
+        # no environment proxies: they would carry the request past the address check
+        self.client = httpx.Client(follow_redirects=False, trust_env=False)
+
+    def _post(self, job: _Job, url: str, body: bytes, deadline: float) -> httpx.Response:
+        target = self.egress.resolve(url)
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise httpx.TimeoutException("the hook's time budget is spent")
+        headers = {
+            "Host": target.host_header,
+            "Content-Type": "application/json",
+            "User-Agent": "wanlora-webhook/2",
+            "X-Wanlora-Event": job.kind,
+            "X-Wanlora-Delivery": str(job.delivery_id),
+            "X-Wanlora-Signature": sign(job.secret, body, int(time.time())),
+        }
+        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
+        request = self.client.build_request(
+            "POST", target.url, content=body, headers=headers, timeout=remaining, extensions=extensions
+        )
+        return self.client.send(request)
+
+    def send(self, job: _Job) -> tuple[int | None, str | None]:
+        body = json.dumps(job.payload, separators=(",", ":"), sort_keys=True).encode()
+        deadline = time.monotonic() + job.timeout
+        url = job.url
+        try:
+            for _ in range(MAX_REDIRECTS + 1):
+                response = self._post(job, url, body, deadline)
+                if response.status_code not in (307, 308) or "location" not in response.headers:
+                    break
+                url = str(response.url.join(response.headers["location"]))  # checked again by _post
+            else:
+                return response.status_code, f"more than {MAX_REDIRECTS} redirects"
+        except TargetRefused as exc:
+            return None, f"refused: {exc.message}"[:500]
+        except httpx.HTTPError as exc:
+            return None, _coarse(exc)
+        if response.is_success:
+            return response.status_code, None
+        if response.is_redirect:
+            return response.status_code, f"HTTP {response.status_code}: only 307 and 308 redirects are followed"
+        return response.status_code, f"HTTP {response.status_code}"
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def ping(egress: EgressPolicy, hook: Webhook) -> tuple[int | None, str | None]:
+    """A signed ``ping`` to the hook now, outside the delivery log (``wanlora webhook test``)."""
+    payload = {"event": "ping", "webhook_id": hook.id, "project": hook.project, "at": utcnow().isoformat()}
+    sender = Sender(egress)
+    try:
+        return sender.send(_Job(0, hook.id or 0, hook.url, hook.secret, hook.timeout_seconds, payload, "ping"))
+    finally:
+        sender.close()
+
+
 class Dispatcher:
     """Delivers due webhook deliveries. Safe to run in several processes: a claimed delivery is leased
     (its next attempt pushed past its hook's time budget) before it is sent, with SKIP LOCKED on
@@ -67,13 +131,11 @@ class Dispatcher:
         workers: int = 8,
     ) -> None:
         self.db = db
-        self.egress = egress or EgressPolicy()
+        self.sender = Sender(egress)
         self.timeout = timeout  # caps every hook's own budget (the CLI's short pass after a command)
         self.max_attempts = max_attempts
         self.base_delay = base_delay
         self.max_delay = max_delay
-        # no environment proxies: they would carry the request past the address check
-        self.client = httpx.Client(follow_redirects=False, trust_env=False)
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wanlora-webhook")
         self._busy: set[int] = set()  # hooks with a worker on them
         self._lock = threading.Lock()
@@ -113,47 +175,6 @@ class Dispatcher:
                 )
         return jobs
 
-    def _post(self, job: _Job, url: str, body: bytes, deadline: float) -> httpx.Response:
-        target = self.egress.resolve(url)
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise httpx.TimeoutException("the hook's time budget is spent")
-        headers = {
-            "Host": target.host_header,
-            "Content-Type": "application/json",
-            "User-Agent": "wanlora-webhook/2",
-            "X-Wanlora-Event": job.kind,
-            "X-Wanlora-Delivery": str(job.delivery_id),
-            "X-Wanlora-Signature": sign(job.secret, body, int(time.time())),
-        }
-        extensions = {"sni_hostname": target.sni_hostname} if target.sni_hostname else None
-        request = self.client.build_request(
-            "POST", target.url, content=body, headers=headers, timeout=remaining, extensions=extensions
-        )
-        return self.client.send(request)
-
-    def _send(self, job: _Job) -> tuple[int | None, str | None]:
-        body = json.dumps(job.payload, separators=(",", ":"), sort_keys=True).encode()
-        deadline = time.monotonic() + job.timeout
-        url = job.url
-        try:
-            for _ in range(MAX_REDIRECTS + 1):
-                response = self._post(job, url, body, deadline)
-                if response.status_code not in (307, 308) or "location" not in response.headers:
-                    break
-                url = str(response.url.join(response.headers["location"]))  # checked again by _post
-            else:
-                return response.status_code, f"more than {MAX_REDIRECTS} redirects"
-        except TargetRefused as exc:
-            return None, f"refused: {exc.message}"[:500]
-        except httpx.HTTPError as exc:
-            return None, _coarse(exc)
-        if response.is_success:
-            return response.status_code, None
-        if response.is_redirect:
-            return response.status_code, f"HTTP {response.status_code}: only 307 and 308 redirects are followed"
-        return response.status_code, f"HTTP {response.status_code}"
-
     def _record(self, job: _Job, code: int | None, error: str | None) -> None:
         with self.db.session() as s:
             d = s.get(WebhookDelivery, job.delivery_id)
@@ -170,7 +191,7 @@ class Dispatcher:
     def _serve(self, hook_id: int, jobs: list[_Job]) -> None:
         try:
             for job in jobs:
-                self._record(job, *self._send(job))
+                self._record(job, *self.sender.send(job))
         finally:
             with self._lock:
                 self._busy.discard(hook_id)
@@ -202,4 +223,4 @@ class Dispatcher:
 
     def close(self) -> None:
         self.pool.shutdown(wait=False, cancel_futures=True)
-        self.client.close()
+        self.sender.close()

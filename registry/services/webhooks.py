@@ -18,8 +18,9 @@ from registry.domain.access import ALL_PROJECTS, Action, Principal
 from registry.domain.clock import as_utc, utcnow
 from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.schemas import check_name
-from registry.domain.webhooks import _BY_KIND, EVENT_KINDS, DeliveryPublic, WebhookCreated, WebhookPublic
+from registry.domain.webhooks import _BY_KIND, EVENT_KINDS, DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 from registry.services.access import Authorizer, default_authorizer
+from registry.services.delivery import ping
 from registry.services.egress import EgressPolicy
 
 __all__ = ["WebhookService", "enqueue"]
@@ -143,6 +144,12 @@ class WebhookService:
         if hook is None or not self.authz.allowed(self.principal, hook.project, Action.WEBHOOK_MANAGE):
             raise NotFound(f"webhook {webhook_id} does not exist", hint="see `wanlora webhook list`")
         return hook
+
+    def test(self, *, webhook_id: int) -> PingResult:
+        """Send the hook a signed ``ping`` now, through the same address checks as every delivery."""
+        hook = self._hook(webhook_id)
+        code, error = ping(self.egress, hook)
+        return PingResult(webhook_id=hook.id or 0, url=hook.url, delivered=error is None, status_code=code, error=error)
 
     def remove(self, *, webhook_id: int) -> WebhookPublic:
         hook = self._hook(webhook_id)

@@ -95,6 +95,7 @@ ROUTES: dict[tuple[str, str], Row] = {
         (403, 403, 201, 403), None,
     ),
     ("DELETE", "/api/v1/webhooks/{webhook_id}"): ("/api/v1/webhooks/1", None, (404, 404, 200, 404), _webhook),
+    ("POST", "/api/v1/webhooks/{webhook_id}/test"): ("/api/v1/webhooks/1/test", None, (404, 404, 200, 404), _webhook),
     ("GET", "/api/v1/webhooks/deliveries"): ("/api/v1/webhooks/deliveries", None, (200, 200, 200, 200), None),
     ("GET", "/api/v1/projects/{project}/loras/{name}/versions/{version}/evaluations"): (
         f"{V}/1.2.0/evaluations", None, (200, 404, 200, 403), None,

@@ -149,6 +149,7 @@ def test_more_commands_through_the_server(server: tuple[str, str], tmp_path: Pat
     }
     hook = json.loads(run("webhook", "add", "http://127.0.0.1:9/h", "--events", "deprecate", "-p", "studio", "--json"))
     assert hook["secret"] and [h["id"] for h in json.loads(run("webhook", "list", "--json"))] == [hook["id"]]
+    assert "not delivered: could not connect" in run("webhook", "test", str(hook["id"]), code=1)  # nothing on :9
     assert (
         json.loads(run("deprecate", "wc", "0.1.0", "-p", "studio", "--reason", "no", "--json"))["status"]
         == "deprecated"

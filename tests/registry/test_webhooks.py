@@ -172,3 +172,18 @@ def test_evaluations_and_trials_can_be_subscribed_to(wl: Wanlora, tmp_path: Path
     bodies = [json.loads(body) for _, body in receiver.requests]
     assert [b["event"] for b in bodies] == ["evaluate", "trial_start", "trial_stop"]
     assert bodies[0]["version"] == "1.0.0" and bodies[2]["reason"] == "enough"
+
+
+def test_a_test_ping_is_signed_and_says_whether_it_arrived(wl: Wanlora, receiver: Receiver) -> None:
+    with wl.webhooks() as hooks:
+        good = hooks.add(url=receiver.url, project="*", events=["promote"])
+        bad = hooks.add(url="http://127.0.0.1:9/refused", project="*", events=["promote"])
+    with wl.webhooks(write=False) as hooks:
+        ok = hooks.test(webhook_id=good.id)
+        refused = hooks.test(webhook_id=bad.id)
+        assert hooks.deliveries() == []  # pings are not deliveries
+    assert ok.delivered and ok.status_code == 200 and ok.error is None
+    [(headers, body)] = receiver.requests
+    assert json.loads(body)["event"] == "ping" and headers["x-wanlora-event"] == "ping"
+    assert verify(good.secret, headers["x-wanlora-signature"], body)
+    assert not refused.delivered and refused.error == "could not connect"
