@@ -127,7 +127,7 @@ def download(
 ) -> Response:
     with caller.registry(write=False) as reg:
         reg.require_artifact(sha256, client=client)
-    with state.wl.maintenance() as upkeep:
+    with state.wl.maintenance(write=False) as upkeep:
         faulty = upkeep.is_faulty(sha256)
     if faulty:
         raise _corrupt(sha256)

@@ -153,29 +153,27 @@ class Wanlora:
         return self.db.upgrade()
 
     @contextmanager
-    def maintenance(self, *, principal: Principal | None = None) -> Iterator[MaintenanceService]:
-        with self.db.session() as session:
+    def maintenance(self, *, principal: Principal | None = None, write: bool = True) -> Iterator[MaintenanceService]:
+        with self.db.session(write=write) as session:
             yield MaintenanceService(session, principal=principal or self.principal)
 
     def gc(self, *, delete: bool = False, verify: bool = False) -> GcReport:
         removed = self.store.sweep()
         uploads = sweep_uploads(self.uploads) if self.uploads is not None and self.uploads.is_dir() else []
-        with self.maintenance() as upkeep:
+        with self.maintenance(write=False) as upkeep:
             orphans = upkeep.orphans(list(self.store.listing()))
             referenced = upkeep.referenced() if verify else set()
         if delete:
             for orphan in orphans:
                 self.store.delete(orphan.sha256)
-        checked = 0
         for sha in sorted(referenced):
-            checked += 1
             problem = verify_stored(self.store, sha)
             if problem is not None:
                 self.take_out_of_service(sha, problem)
-        with self.maintenance() as upkeep:
+        with self.maintenance(write=False) as upkeep:
             faulty = upkeep.needing_repair()
         return GcReport(temp_files_removed=removed, uploads_removed=len(uploads), orphans=orphans, orphan_bytes=sum(o.size for o in orphans),
-                        deleted=delete, verified=checked, needs_repair=faulty)  # fmt: skip
+                        deleted=delete, verified=len(referenced), needs_repair=faulty)  # fmt: skip
 
     def take_out_of_service(self, sha256: str, problem: str) -> list[str]:
         """A stored file failed its digest: set its bytes aside and mark its versions for repair."""
@@ -185,7 +183,7 @@ class Wanlora:
             return upkeep.mark_for_repair(sha256, problem)
 
     def repair(self, path: Path) -> list[str]:
-        with self.maintenance() as upkeep:
+        with self.maintenance(write=False) as upkeep:
             faulty = set(upkeep.needing_repair())
         stored = ingest_lora(Path(path), self.store)
         if stored.sha256 not in faulty:

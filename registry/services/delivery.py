@@ -34,7 +34,6 @@ MAX_REDIRECTS = 3
 @dataclass(frozen=True)
 class _Job:
     delivery_id: int
-    webhook_id: int
     url: str
     secret: str
     timeout: float
@@ -109,7 +108,7 @@ def ping(egress: EgressPolicy, hook: Webhook) -> tuple[int | None, str | None]:
     payload = {"event": "ping", "webhook_id": hook.id, "project": hook.project, "at": utcnow().isoformat()}
     sender = Sender(egress)
     try:
-        return sender.send(_Job(0, hook.id or 0, hook.url, hook.secret, hook.timeout_seconds, payload, "ping"))
+        return sender.send(_Job(0, hook.url, hook.secret, hook.timeout_seconds, payload, "ping"))
     finally:
         sender.close()
 
@@ -170,9 +169,7 @@ class Dispatcher:
                 # (redirects included), so this one is done by then or its worker is gone
                 delivery.next_attempt_at = now + timedelta(seconds=budget * (MAX_REDIRECTS + 1) * (len(queue) + 1) + 30)
                 s.add(delivery)
-                queue.append(
-                    _Job(delivery.id or 0, hook.id or 0, hook.url, hook.secret, budget, delivery.payload, delivery.kind)
-                )
+                queue.append(_Job(delivery.id or 0, hook.url, hook.secret, budget, delivery.payload, delivery.kind))
         return jobs
 
     def _record(self, job: _Job, code: int | None, error: str | None) -> None:
