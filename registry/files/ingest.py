@@ -11,11 +11,12 @@ metadata they came in). Memory stays at a few chunks whatever the file size.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import struct
 import threading
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,33 +25,15 @@ import numpy as np
 
 from registry.blobs.base import CHUNK, ArtifactSink
 from registry.domain.errors import InvalidFile
-from registry.domain.wan import BaseModel, KeyFormat, LoraPart, canonical_key, parse_key
-from registry.files.safetensors_io import (
-    FLOAT_DTYPES,
-    Header,
-    TensorInfo,
-    build_header,
-    has_nonfinite,
-    read_header,
-    refuse_pickle,
-)
+from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
+from registry.domain.wan import BaseModel
+from registry.files.modules import ModuleInfo, Row, adapter_config, module_info
+from registry.files.safetensors_io import Header, TensorInfo, build_header, has_nonfinite, read_header, refuse_pickle
 
 __all__ = ["IngestedFile", "Inspection", "ModuleInfo", "ingest_lora", "inspect_lora"]
 
 Progress = Callable[[int, int], None]
 CANONICAL_FORMAT = "canonical-v1"
-
-
-@dataclass(frozen=True)
-class ModuleInfo:
-    module: str
-    rank: int
-    in_features: int
-    out_features: int
-    alpha: float
-    a: TensorInfo
-    b: TensorInfo
-    alpha_from_file: bool
 
 
 @dataclass(frozen=True)
@@ -67,15 +50,18 @@ class Inspection:
 
     @property
     def rank(self) -> int:
-        return Counter(m.rank for m in self.modules).most_common(1)[0][0]
+        """The most common rank (0 for a file of whole differences only)."""
+        ranked = [m.rank for m in self.modules if m.rank] or [0]
+        return Counter(ranked).most_common(1)[0][0]
 
     @property
     def alpha(self) -> float:
-        return Counter(m.alpha for m in self.modules).most_common(1)[0][0]
+        ranked = [m.alpha for m in self.modules if m.rank] or [0.0]
+        return Counter(ranked).most_common(1)[0][0]
 
     @property
     def dtype(self) -> str:
-        return Counter(m.a.dtype for m in self.modules).most_common(1)[0][0]
+        return Counter(m.dtype for m in self.modules).most_common(1)[0][0]
 
     @property
     def target_modules(self) -> list[str]:
@@ -83,15 +69,16 @@ class Inspection:
         kinds = {m.module.split(".", 2)[2] if m.module.startswith("blocks.") else m.module for m in self.modules}
         return sorted(kinds)
 
-    def canonical_layout(self) -> list[tuple[str, str, tuple[int, ...], TensorInfo | None, float]]:
-        """(canonical name, dtype, shape, source tensor or None for a generated alpha, alpha) sorted by name."""
-        rows: list[tuple[str, str, tuple[int, ...], TensorInfo | None, float]] = []
-        for m in self.modules:
-            rows.append((canonical_key(m.module, LoraPart.A), m.a.dtype, m.a.shape, m.a, 0.0))
-            rows.append((canonical_key(m.module, LoraPart.B), m.b.dtype, m.b.shape, m.b, 0.0))
-            rows.append((canonical_key(m.module, LoraPart.ALPHA), "F32", (), None, m.alpha))
-        rows.sort(key=lambda r: r[0])
-        return rows
+    @property
+    def algorithms(self) -> list[str]:
+        """The kinds of adapter in the file: lora, lokr, loha, diff."""
+        return sorted(
+            {m.algorithm for m in self.modules} | {"diff" for m in self.modules if LoraPart.DIFF_B in m.parts}
+        )
+
+    def canonical_layout(self) -> list[Row]:
+        """The stored tensors, sorted by name."""
+        return sorted((row for m in self.modules for row in m.rows()), key=lambda r: r.name)
 
 
 @dataclass(frozen=True)
@@ -108,19 +95,6 @@ class IngestedFile:
     module_count: int
     metadata: dict[str, str] = field(default_factory=dict)
     created: bool = True  # False when the store already held these exact bytes
-
-
-def _read_scalar(fd: int, header: Header, t: TensorInfo, name: str) -> float:
-    if t.shape not in ((), (1,)) or t.dtype not in FLOAT_DTYPES - {"F8_E4M3", "F8_E5M2"}:
-        raise InvalidFile(f"{name}: alpha {t.name!r} must be one float, found {t.dtype}{list(t.shape)}")
-    raw = os.pread(fd, t.nbytes, header.data_offset + t.start)
-    if t.dtype == "BF16":
-        value = float(np.frombuffer(b"\0\0" + raw, dtype="<f4")[0])  # bf16 is the top half of an f32
-    else:
-        value = float(np.frombuffer(raw, dtype={"F64": "<f8", "F32": "<f4", "F16": "<f2"}[t.dtype])[0])
-    if not np.isfinite(value) or value <= 0:
-        raise InvalidFile(f"{name}: alpha {t.name!r} is {value}; alpha must be a positive finite number")
-    return value
 
 
 def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
@@ -144,17 +118,24 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
             formats.add(fmt)
             slot = groups.setdefault(module, {})
             if part in slot:
-                raise InvalidFile(f"{name}: module {module} has two {part.value} tensors ({t.name!r})")
+                raise InvalidFile(
+                    f"{name}: module {module} has two {part.value} tensors ({slot[part].name!r}, {t.name!r})"
+                )
             slot[part] = t
-        if len(formats) > 1:
+        if len({family(f) for f in formats}) > 1:
             raise InvalidFile(
                 f"{name} mixes key formats ({', '.join(sorted(f.value for f in formats))})",
                 hint="re-export the LoRA from a single trainer",
             )
-        modules = [_module_info(name, fh.fileno(), header, module, parts, base) for module, parts in groups.items()]
+        config = adapter_config(header.metadata, name)
+        modules = [
+            module_info(name, fh.fileno(), header, module, parts, base, config) for module, parts in groups.items()
+        ]
     modules.sort(key=lambda m: m.module)
-    fmt = formats.pop()
-    if fmt is KeyFormat.DIFFUSION_PIPE and all(m.alpha_from_file for m in modules):
+    fmt = KeyFormat.COMFYUI if KeyFormat.COMFYUI in formats else formats.pop()
+    if fmt is KeyFormat.DIFFUSION_PIPE and all(
+        m.alpha_from_file for m in modules if m.rank and m.module.startswith("blocks.")
+    ):
         fmt = KeyFormat.CANONICAL  # diffusion_model.… keys with alphas: already what we store
     return Inspection(path=path, source_format=fmt, header=header, modules=modules, identity=identity)
 
@@ -175,41 +156,6 @@ def nonfinite_tensors(ins: Inspection) -> list[str]:
                     break
                 remaining -= len(chunk)
     return bad
-
-
-def _module_info(
-    name: str, fd: int, header: Header, module: str, parts: dict[LoraPart, TensorInfo], base: BaseModel | None
-) -> ModuleInfo:
-    a, b = parts.get(LoraPart.A), parts.get(LoraPart.B)
-    if a is None or b is None:
-        missing = "down/A" if a is None else "up/B"
-        raise InvalidFile(f"{name}: module {module} has no {missing} matrix; every LoRA module needs both")
-    for t in (a, b):
-        if t.dtype not in FLOAT_DTYPES:
-            raise InvalidFile(f"{name}: {t.name!r} is {t.dtype}; LoRA weights must be floating point")
-        if len(t.shape) != 2:
-            raise InvalidFile(f"{name}: {t.name!r} has shape {list(t.shape)}; LoRA matrices are 2-D")
-    rank, in_features = a.shape
-    out_features, rank_b = b.shape
-    if rank != rank_b or rank == 0:
-        raise InvalidFile(
-            f"{name}: module {module} has inconsistent rank: down/A is {list(a.shape)}, up/B is {list(b.shape)}",
-            hint="the file is corrupt or was assembled from two different LoRAs",
-        )
-    if base is not None:
-        expected = base.module_shape(module)
-        if expected is None:
-            raise InvalidFile(f"{name}: {base.name} has no module {module}", hint="check the LoRA's base model")
-        if expected != (out_features, in_features):
-            raise InvalidFile(
-                f"{name}: module {module} is {out_features}×{in_features} but {base.name} has "
-                f"{expected[0]}×{expected[1]}",
-                hint="this LoRA was trained for another base model; register it under a LoRA with that model",
-            )
-    alpha_t = parts.get(LoraPart.ALPHA)
-    # No alpha means scale 1.0 in every loader, which is alpha == rank.
-    alpha = _read_scalar(fd, header, alpha_t, name) if alpha_t is not None else float(rank)
-    return ModuleInfo(module, rank, in_features, out_features, alpha, a, b, alpha_t is not None)
 
 
 class _Hasher:
@@ -266,6 +212,47 @@ def _hash_file(path: Path, stop: threading.Event) -> str:
     return ""
 
 
+def _nbytes(row: Row) -> int:
+    return 4 * math.prod(row.shape)
+
+
+def _row_bytes(ins: Inspection, fd: int, row: Row) -> Iterator[bytes]:
+    """The stored bytes of one tensor, a chunk at a time: copied, or converted to float32 and scaled."""
+    if row.src is None:
+        yield struct.pack("<f", row.value)
+        return
+    src = row.src
+    offset = ins.header.data_offset + src.start
+    remaining = src.nbytes
+    while remaining:
+        chunk = os.pread(fd, min(CHUNK, remaining), offset)
+        if not chunk:
+            raise InvalidFile(f"{ins.path.name} shrank while it was being read")
+        if has_nonfinite(src.dtype, chunk):
+            raise InvalidFile(
+                f"{ins.path.name}: tensor {src.name!r} holds NaN or infinite values",
+                hint="the training run diverged; register an earlier checkpoint or retrain "
+                "with a lower learning rate and gradient clipping",
+            )
+        offset += len(chunk)
+        remaining -= len(chunk)
+        yield chunk if row.scale is None else scaled_f32(chunk, src.dtype, row.scale, src.name)
+
+
+def scaled_f32(chunk: bytes, dtype: str, scale: float, name: str) -> bytes:
+    """``chunk`` (whole elements of ``dtype``) as little-endian float32, times ``scale``."""
+    if dtype == "BF16":
+        values = (np.frombuffer(chunk, "<u2").astype(np.uint32) << 16).view("<f4")
+    elif dtype in ("F16", "F32", "F64"):
+        values = np.frombuffer(chunk, {"F16": "<f2", "F32": "<f4", "F64": "<f8"}[dtype]).astype("<f4")
+    else:
+        raise InvalidFile(
+            f"tensor {name!r} is {dtype}, which wanlora cannot rescale; its alpha has to be folded into it",
+            hint="save the LoRA in bf16, fp16 or fp32",
+        )
+    return (values.astype(np.float64) * scale).astype("<f4").tobytes()
+
+
 def ingest_lora(
     path: Path,
     store: ArtifactSink,
@@ -280,10 +267,11 @@ def ingest_lora(
     metadata = dict(ins.metadata)
     metadata["wanlora.format"] = CANONICAL_FORMAT
     metadata["wanlora.source_format"] = ins.source_format.value
-    tensors = [(n, d, s) for n, d, s, _, _ in layout]
+    metadata["wanlora.algorithms"] = ",".join(ins.algorithms)
+    tensors = [(r.name, r.dtype, r.shape) for r in layout]
     file_header = build_header(tensors, metadata)
     payload_header = build_header(tensors, {})
-    total = sum(s.nbytes for _, _, _, s, _ in layout if s is not None)
+    total = sum(r.src.nbytes for r in layout if r.src is not None)
     done = 0
     stop = threading.Event()
     writer = store.writer()
@@ -295,31 +283,14 @@ def ingest_lora(
             writer.write(file_header)
             fd = os.open(ins.path, os.O_RDONLY)
             try:
-                for _, dtype, _, src, alpha in layout:
-                    if src is None:
-                        chunk = struct.pack("<f", alpha)
+                for row in layout:
+                    for chunk in _row_bytes(ins, fd, row):
                         payload.update(chunk)
                         writer.write(chunk)
-                        continue
-                    offset = ins.header.data_offset + src.start
-                    remaining = src.nbytes
-                    while remaining:
-                        chunk = os.pread(fd, min(CHUNK, remaining), offset)
-                        if not chunk:
-                            raise InvalidFile(f"{ins.path.name} shrank while it was being read")
-                        if has_nonfinite(dtype, chunk):
-                            raise InvalidFile(
-                                f"{ins.path.name}: tensor {src.name!r} holds NaN or infinite values",
-                                hint="the training run diverged; register an earlier checkpoint or retrain "
-                                "with a lower learning rate and gradient clipping",
-                            )
-                        payload.update(chunk)
-                        writer.write(chunk)
-                        offset += len(chunk)
-                        remaining -= len(chunk)
-                        done += len(chunk)
-                        if progress:
-                            progress(done, total)
+                        if row.src is not None:
+                            done += len(chunk) if row.scale is None else len(chunk) * row.src.nbytes // _nbytes(row)
+                            if progress:
+                                progress(done, total)
                 payload_sha = payload.hexdigest()
                 source_sha = source_digest.result()
                 _unchanged(ins, fd)  # after every read of it: the digests are of one file, or nothing is kept

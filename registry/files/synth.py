@@ -27,14 +27,16 @@ DEFAULT_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o")
 
 def _names(fmt: KeyFormat, module: str) -> tuple[str, str, str | None]:
     """(A key, B key, alpha key or None) for one original Wan module name."""
-    if fmt is KeyFormat.KOHYA:
-        flat = "lora_unet_" + module.replace(".", "_")
+    if fmt in (KeyFormat.KOHYA, KeyFormat.VIDEOX_FUN):
+        flat = ("lora_unet__" if fmt is KeyFormat.VIDEOX_FUN else "lora_unet_") + module.replace(".", "_")
         return f"{flat}.lora_down.weight", f"{flat}.lora_up.weight", f"{flat}.alpha"
     if fmt is KeyFormat.DIFFUSERS:
         block, index, rest = module.split(".", 2)
         name = f"transformer.{block}.{index}.{_DIFFUSERS[rest]}"
         return f"{name}.lora_A.weight", f"{name}.lora_B.weight", None
     name = f"diffusion_model.{module}"
+    if fmt is KeyFormat.COMFYUI:
+        return f"{name}.lora_down.weight", f"{name}.lora_up.weight", f"{name}.alpha"
     alpha = f"{name}.alpha" if fmt is KeyFormat.CANONICAL else None
     return f"{name}.lora_A.weight", f"{name}.lora_B.weight", alpha
 
