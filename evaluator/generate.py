@@ -1,8 +1,8 @@
 """Generation for evaluation: the WAN DiT with LoRA versions as peft adapters at a chosen strength.
 
 ``Generator`` loads the base model once (tiny random models or a local diffusers folder, as the
-trainer does), adds each LoRA file as a named adapter through diffusers' own Wan LoRA loading (what
-ComfyUI-format files go through in diffusers), and samples with flow-matching Euler steps, switching
+trainer does), adds each LoRA file as a named adapter (its LoRA modules through diffusers' peft
+loading, its LoKr, LoHa and diff weights as patches of the parameters, ``evaluator.weights``), and samples with flow-matching Euler steps, switching
 from the high-noise to the low-noise expert at the boundary for the A14B models.
 
 Base-model outputs do not depend on the LoRA, so they are computed once per (prompt, seed, settings)
@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from evaluator.weights import Patch, resolve, split_stored
 from registry.domain.errors import InvalidInput
 from registry.domain.wan import BASE_MODELS, EXPERT_BOUNDARY
 from trainer.models import Models, load_base_models, pad_text, place
@@ -65,6 +66,9 @@ class Generator:
     forward_passes: Counter[str] = field(default_factory=Counter)
     _base: dict[str, Output] = field(default_factory=dict)
     _adapters: dict[str, dict[str, str]] = field(default_factory=dict)  # adapter -> expert -> file
+    _lora_experts: dict[str, set[str]] = field(default_factory=dict)  # adapter -> experts with a peft adapter
+    _patches: dict[str, dict[str, list[Patch]]] = field(default_factory=dict)  # adapter -> expert -> patches
+    _originals: list[tuple[torch.nn.Parameter, torch.Tensor]] = field(default_factory=list)
     _active: tuple[str | None, float] = (None, 0.0)
 
     @classmethod
@@ -97,47 +101,72 @@ class Generator:
 
     def add_lora(self, name: str, files: dict[str, Path]) -> None:
         """Load one version (``{"single": path}`` or ``{"high_noise": …, "low_noise": …}``) as adapter
-        ``name`` on the matching experts."""
-        from diffusers.loaders import WanLoraLoaderMixin
-
+        ``name`` on the matching experts: its LoRA modules as a peft adapter, its LoKr, LoHa and diff
+        weights as patches (``evaluator.weights``)."""
+        lora_experts = set()
         for expert, path in files.items():
-            state = WanLoraLoaderMixin.lora_state_dict(str(path))
+            state, patches = split_stored(path)
             model = self.models.transformers[expert]
             try:
-                with warnings.catch_warnings():  # peft warns that a second adapter joins the first: the point
-                    warnings.filterwarnings("ignore", message="Already found a `peft_config`")
-                    model.load_lora_adapter(state, adapter_name=name, prefix="transformer")
-            except RuntimeError as exc:
-                if "size mismatch" not in str(exc):
+                for patch in patches:
+                    param = resolve(model, patch)
+                    patch.delta(param.shape)  # fits, or says so now rather than mid-generation
+                if state:
+                    with warnings.catch_warnings():  # peft warns that a second adapter joins the first: the point
+                        warnings.filterwarnings("ignore", message="Already found a `peft_config`")
+                        model.load_lora_adapter(state, adapter_name=name, prefix="transformer")
+                    lora_experts.add(expert)
+            except (RuntimeError, KeyError) as exc:
+                if isinstance(exc, RuntimeError) and "size mismatch" not in str(exc) and "shape" not in str(exc):
                     raise
-                width = getattr(getattr(model, "config", None), "num_attention_heads", 0) * getattr(
-                    getattr(model, "config", None), "attention_head_dim", 0
-                )
-                raise InvalidInput(
-                    f"{path.name} does not fit the loaded model ({width} wide): "
-                    + (
-                        "--tiny runs a tiny random WAN, which only LoRAs trained on it fit"
-                        if self.tiny
-                        else "its shapes are those of another base model"
-                    ),
-                    hint="evaluate it on its own base model with --model-path DIR (a local diffusers folder)",
-                ) from None
+                raise self._misfit(path, model) from None
+            self._patches.setdefault(name, {})[expert] = patches
         self._adapters[name] = {k: str(v) for k, v in files.items()}
+        self._lora_experts[name] = lora_experts
         self._active = ("?", -1.0)  # force the next use() to set the adapters
+
+    def _misfit(self, path: Path, model: Any) -> InvalidInput:
+        config = getattr(model, "config", None)
+        width = getattr(config, "num_attention_heads", 0) * getattr(config, "attention_head_dim", 0)
+        return InvalidInput(
+            f"{path.name} does not fit the loaded model ({width} wide): "
+            + (
+                "--tiny runs a tiny random WAN, which only LoRAs trained on it fit"
+                if self.tiny
+                else "its shapes are those of another base model"
+            ),
+            hint="evaluate it on its own base model with --model-path DIR (a local diffusers folder)",
+        )
 
     def use(self, name: str | None, strength: float = 1.0) -> None:
         """Generate with adapter ``name`` at ``strength`` (None: the base model, adapters off)."""
         if self._active == (name, strength):
             return
+        self._unpatch()
         for expert, model in self.models.transformers.items():
-            if not getattr(model, "peft_config", None):
-                continue
-            if name is None or expert not in self._adapters.get(name, {}):
-                model.disable_adapters()
-            else:
-                model.enable_adapters()
-                model.set_adapters([name], weights=[strength])
+            if getattr(model, "peft_config", None):
+                if name is None or expert not in self._lora_experts.get(name, set()):
+                    model.disable_adapters()
+                else:
+                    model.enable_adapters()
+                    model.set_adapters([name], weights=[strength])
+            if name is not None:
+                self._patch(model, self._patches.get(name, {}).get(expert, []), strength)
         self._active = (name, strength)
+
+    @torch.no_grad()
+    def _patch(self, model: Any, patches: list[Patch], strength: float) -> None:
+        for patch in patches:
+            param = resolve(model, patch)
+            self._originals.append((param, param.detach().clone()))
+            delta = patch.delta(param.shape).to(param.device)
+            param.copy_((param.float() + strength * delta).to(param.dtype))
+
+    @torch.no_grad()
+    def _unpatch(self) -> None:
+        while self._originals:
+            param, original = self._originals.pop()
+            param.copy_(original)
 
     # -- sampling -----------------------------------------------------------------------------------
 
@@ -219,6 +248,8 @@ class Generator:
             for name, t in model.named_parameters():
                 if "lora_" not in name or (adapter is not None and f".{adapter}." in name):
                     total += t.numel() * t.element_size()
+        for patches in self._patches.get(adapter or "", {}).values():  # the factors a patched version keeps
+            total += sum(t.numel() * t.element_size() for patch in patches for t in patch.tensors.values())
         return total
 
     def _decode(self, latents: torch.Tensor) -> torch.Tensor:

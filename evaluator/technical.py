@@ -73,6 +73,11 @@ def check_structure(files: dict[str, Path], base_model: str, policy: TechnicalPo
         checks.append(
             Check("integrity", True, f"{role}: {len(info.modules)} modules map onto {base_model} with matching shapes")
         )
+        if not info.rank:  # whole differences (diff) or LoKr with both factors whole: no rank, no alpha
+            checks.append(
+                Check("rank_alpha", True, f"{role}: {', '.join(info.algorithms)} without a rank: nothing to bound")
+            )
+            continue
         ratio = info.alpha / info.rank
         sane = 1 <= info.rank <= policy.max_rank and 0 < ratio <= policy.max_alpha_ratio
         checks.append(

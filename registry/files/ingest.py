@@ -106,7 +106,7 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
     with open(path, "rb") as fh:
         identity = file_identity(os.fstat(fh.fileno()))
         size = identity[2]
-        refuse_pickle(path, fh.read(8))
+        refuse_pickle(path, fh.read(9))
         fh.seek(0)
         header = read_header(fh, size, name=name)
         if not header.tensors:

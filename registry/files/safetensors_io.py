@@ -87,9 +87,13 @@ class Header:
 
 
 def refuse_pickle(path: Path, first_bytes: bytes) -> None:
-    """Refuse pickled checkpoints by name and by content: unpickling runs arbitrary code."""
+    """Refuse pickled checkpoints by name and by content (``first_bytes``: the first 9 bytes):
+    unpickling runs arbitrary code."""
     is_zip = first_bytes[:4] == b"PK\x03\x04"  # torch.save's zip container
-    is_pickle = len(first_bytes) >= 2 and first_bytes[0] == 0x80 and 2 <= first_bytes[1] <= 5
+    # Pickle protocols 2-5 start with 0x80 0x02..0x05, and so does a safetensors file whose header is
+    # 0x280, 0x380, … bytes long: that one has its JSON's "{" right after the 8-byte length.
+    looks_safetensors = first_bytes[8:9] == b"{"
+    is_pickle = len(first_bytes) >= 2 and first_bytes[0] == 0x80 and 2 <= first_bytes[1] <= 5 and not looks_safetensors
     if path.suffix.lower() in _PICKLE_SUFFIXES or is_zip or is_pickle:
         raise InvalidFile(
             f"{path.name} is a pickled PyTorch checkpoint; wanlora never loads pickles, because "

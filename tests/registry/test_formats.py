@@ -100,3 +100,23 @@ def test_image_cross_attention_only_where_the_model_has_it(tmp_path: Path) -> No
     assert inspect_lora(src, BASE_MODELS["wan2.1-i2v-14b"]).target_modules == ["cross_attn.k_img"]
     with pytest.raises(Exception, match="has no module"):
         inspect_lora(src, BASE_MODELS["wan2.2-i2v-a14b"])
+
+
+@pytest.mark.parametrize("header_len", [0x280, 0x380, 0x480, 0x580])
+def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path: Path, header_len: int) -> None:
+    """A header of 0x280 bytes makes the file start 0x80 0x02, pickle protocol 2's magic: the JSON right
+    after the length tells them apart."""
+    from registry.files.safetensors_io import build_header
+
+    rng = np.random.default_rng(0)
+    tensors = {
+        "diffusion_model.blocks.0.self_attn.q.lora_A.weight": rng.standard_normal((4, 3072)).astype(np.float16),
+        "diffusion_model.blocks.0.self_attn.q.lora_B.weight": rng.standard_normal((3072, 4)).astype(np.float16),
+    }
+    layout = [(k, "F16", v.shape) for k, v in tensors.items()]
+    pad = header_len - (len(build_header(layout, {"p": ""})) - 8)
+    header = build_header(layout, {"p": "x" * pad})
+    assert header[:2] == bytes([0x80, header_len >> 8])
+    path = tmp_path / "x.safetensors"
+    path.write_bytes(header + b"".join(v.tobytes() for v in tensors.values()))
+    assert inspect_lora(path, BASE_MODELS["wan2.2-ti2v-5b"]).rank == 4
