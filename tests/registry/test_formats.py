@@ -120,3 +120,69 @@ def test_a_header_length_that_starts_like_a_pickle_is_still_safetensors(tmp_path
     path = tmp_path / "x.safetensors"
     path.write_bytes(header + b"".join(v.tobytes() for v in tensors.values()))
     assert inspect_lora(path, BASE_MODELS["wan2.2-ti2v-5b"]).rank == 4
+
+
+def _file(tmp_path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None = None) -> Path:
+    path = tmp_path / "x.safetensors"
+    save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(path), metadata=metadata)
+    return path
+
+
+_Q = "diffusion_model.blocks.0.self_attn.q"
+_A, _B = np.zeros((4, 3072), np.float16), np.ones((3072, 4), np.float16)
+
+
+@pytest.mark.parametrize(
+    ("tensors", "metadata", "message"),
+    [
+        ({f"{_Q}.lora_A.weight": _A, f"{_Q}.lora_B.weight": _B, f"{_Q}.dora_scale": np.ones((1, 3072), np.float16)},
+         None, "DoRA .* on module 'diffusion_model.blocks.0.self_attn.q'"),
+        ({"lora_te_text_model_encoder_layers_0_mlp_fc1.lora_down.weight": _A}, None, "text-encoder LoRA"),
+        ({f"{_Q}.lokr_w1": np.ones((4, 4), np.float16), f"{_Q}.lokr_w2_a": np.ones((768, 2), np.float16),
+          f"{_Q}.lokr_w2_b": np.ones((2, 768), np.float16), f"{_Q}.lokr_t2": np.ones((2, 2, 1, 1), np.float16)},
+         None, "LoKr with a Tucker core"),
+        ({f"{_Q}.lokr_w1": np.ones((4, 4), np.float16), f"{_Q}.lokr_w2": np.ones((700, 768), np.float16)},
+         None, "LoKr on module blocks.0.self_attn.q makes a 2800×3072 change, but the layer is 3072×3072"),
+        ({f"{_Q}.hada_w1_a": np.ones((3072, 2), np.float16), f"{_Q}.hada_w1_b": np.ones((2, 3072), np.float16)},
+         None, "LoHa on module blocks.0.self_attn.q has no hada_w2_a, hada_w2_b"),
+        ({"diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight": _A}, None,
+         "puts a LoRA on 'double_blocks.0.img_attn.qkv', which is not one of its layers"),
+        ({f"{_Q}.lora_A.weight": _A, f"{_Q}.lora_B.weight": _B, f"{_Q}.diff": np.ones((3072, 3072), np.float16)},
+         None, "changed twice, by diff and LoRA"),
+        ({"diffusion_model.blocks.0.norm3.diff": np.ones((5,), np.float16)}, None,
+         r"has shape \[5\] but wan2.2-ti2v-5b's blocks.0.norm3.weight is \[3072\]"),
+        ({"diffusion_model.blocks.0.self_attn.norm_q.diff_b": np.ones((3072,), np.float16)}, None,
+         "changes blocks.0.self_attn.norm_q.bias, which wan2.2-ti2v-5b does not have"),
+        ({"transformer.blocks.0.attn1.to_q.lora_A.weight": _A, "transformer.blocks.0.attn1.to_q.lora_B.weight": _B},
+         {"lora_adapter_metadata": "{not json"}, "lora_adapter_metadata metadata is not a JSON object"),
+        ({"transformer.blocks.0.attn1.to_q.lora_A.weight": _A, "transformer.blocks.0.attn1.to_q.lora_B.weight": _B},
+         {"lora_adapter_metadata": '{"lora_alpha": -2}'}, "alpha must be a positive number"),
+    ],
+)  # fmt: skip
+def test_what_is_refused_is_named(
+    tmp_path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, str] | None, message: str
+) -> None:
+    from registry.domain.errors import InvalidFile
+
+    with pytest.raises(InvalidFile, match=message):
+        inspect_lora(_file(tmp_path, tensors, metadata), BASE_MODELS["wan2.2-ti2v-5b"])
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32, np.uint8, np.float16, np.float64])
+def test_alpha_of_any_numeric_dtype(tmp_path: Path, dtype: type) -> None:
+    path = _file(
+        tmp_path, {f"{_Q}.lora_down.weight": _A, f"{_Q}.lora_up.weight": _B, f"{_Q}.alpha": np.array(8, dtype)}
+    )
+    ins = inspect_lora(path, BASE_MODELS["wan2.2-ti2v-5b"])
+    assert ins.alpha == 8.0 and ins.source_format.value == "comfyui"
+
+
+def test_alpha_from_diffusers_metadata_is_stored(tmp_path: Path) -> None:
+    meta = {"lora_adapter_metadata": '{"transformer.r": 4, "transformer.lora_alpha": 8}'}
+    path = _file(tmp_path, {"transformer.blocks.0.attn1.to_q.lora_A.weight": _A,
+                            "transformer.blocks.0.attn1.to_q.lora_B.weight": _B}, meta)  # fmt: skip
+    store = LocalStore(tmp_path / "store")
+    ingested = ingest_lora(path, store, base=BASE_MODELS["wan2.2-ti2v-5b"])
+    assert ingested.alpha == 8.0
+    out = load_file(str(store.path(ingested.sha256)))
+    assert float(out[f"{_Q}.alpha"]) == 8.0  # ComfyUI then applies 8/4, as diffusers does from the metadata
