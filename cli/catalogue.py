@@ -103,11 +103,12 @@ def inspect(
     base_model: Annotated[str | None, typer.Option("--base-model", "-b", help="Check shapes against it.")] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Check a LoRA file without registering it (format, rank, alpha, modules, metadata)."""
+    """Check a LoRA file without registering it (format, LoRA/LoKr/LoHa/diff, rank, alpha, modules, metadata)."""
     ins = inspect_lora(file, lookup_base_model(base_model) if base_model else None)
     data = {
         "file": str(file),
         "source_format": ins.source_format.value,
+        "algorithms": ins.algorithms,
         "rank": ins.rank,
         "alpha": ins.alpha,
         "dtype": ins.dtype,
