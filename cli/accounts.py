@@ -25,12 +25,28 @@ def user_add(name: Annotated[str, typer.Argument(help="User name.")], as_json: J
 
 
 @user_app.command("list")
-def user_list(as_json: JsonOpt = False) -> None:
+def user_list(
+    removed: Annotated[bool, typer.Option("--removed", help="Also list removed users.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """List users."""
     with backend() as wl, wl.accounts(write=False) as acc:
-        users = acc.list_users()
-    lines = (f"{u.name}  (added by {u.created_by} on {u.created_at:%Y-%m-%d})" for u in users)
+        users = acc.list_users(removed=removed)
+    lines = (
+        f"{u.name}  (added by {u.created_by} on {u.created_at:%Y-%m-%d}"
+        + (f"; removed {u.removed_at:%Y-%m-%d})" if u.removed_at else ")")
+        for u in users
+    )
     render.output(users, as_json, lambda: "\n".join(lines))
+
+
+@user_app.command("remove")
+def user_remove(name: Annotated[str, typer.Argument(help="User name.")], as_json: JsonOpt = False) -> None:
+    """Remove a user: every token of theirs stops working at once. The event log keeps their name;
+    `wanlora user add NAME` brings them back (with new tokens only)."""
+    with backend() as wl, wl.accounts() as acc:
+        user = acc.remove_user(name=name)
+    render.output(user, as_json, lambda: f"removed user {user.name}; {user.revoked_tokens} token(s) revoked")
 
 
 @token_app.command("create")

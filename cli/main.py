@@ -9,7 +9,7 @@ from __future__ import annotations
 # isort: off
 # Each module registers its commands on the app; this order is the order of `wanlora --help`.
 from cli import database, loras, accounts, webhooks, datasets  # noqa: F401
-from cli import catalogue, sync, train, server, evaluation, comfyui, maintenance  # noqa: F401
+from cli import catalogue, files, sync, train, server, evaluation, comfyui, maintenance  # noqa: F401
 
 # isort: on
 from cli.app import app

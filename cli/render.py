@@ -160,7 +160,8 @@ def version_view(v: VersionPublic) -> Group:
             f"file {f.role.value}",
             f"sha256 {f.sha256[:12]}… (in full below){repair}\n{_size(f.size)}, rank {f.rank}, alpha {f.alpha:g}, "
             f"{f.dtype}, {f.module_count} modules ({', '.join(f.target_modules)})\n"
-            f"from {f.source_format} file {f.source_sha256[:16]}…",
+            f"from {f.source_format} file {f.source_sha256[:16]}…\n"
+            f"Civitai AutoV2 {f.autov2}, AutoV3 {f.autov3 or '— (registered before AutoV3 was kept)'}",
         )
     # digests in full, each on a line of its own and never folded, so that they copy whole
     digests = [Text(f"{f.role.value} {kind} {digest}", no_wrap=True, overflow="ignore")

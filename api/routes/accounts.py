@@ -7,7 +7,7 @@ from pydantic import BaseModel, Field
 
 from api.deps import CallerDep, IdPath, StateDep
 from api.errors import ERROR_RESPONSES
-from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, parse_duration
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved, parse_duration
 
 router = APIRouter(prefix="/api/v1", tags=["accounts"], responses=ERROR_RESPONSES)
 
@@ -30,9 +30,15 @@ def add_user(body: UserCreate, caller: CallerDep) -> UserPublic:
 
 
 @router.get("/users", summary="List users (admins of every project)")
-def list_users(caller: CallerDep) -> list[UserPublic]:
+def list_users(caller: CallerDep, removed: bool = False) -> list[UserPublic]:
     with caller.accounts(write=False) as acc:
-        return acc.list_users()
+        return acc.list_users(removed=removed)
+
+
+@router.delete("/users/{name}", summary="Remove a user: their tokens are revoked (admins of every project)")
+def remove_user(name: str, caller: CallerDep) -> UserRemoved:
+    with caller.accounts() as acc:
+        return acc.remove_user(name=name)
 
 
 @router.post("/tokens", status_code=201, summary="Create a token; the secret is in this answer only")

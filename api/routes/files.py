@@ -21,7 +21,7 @@ from registry.blobs.base import CHUNK
 from registry.blobs.local import LocalStore
 from registry.domain.access import Action
 from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
-from registry.domain.schemas import SyncTarget, check_name
+from registry.domain.schemas import FileMatch, SyncTarget, check_name
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")
@@ -230,6 +230,17 @@ def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, cl
     with caller.registry(write=False) as reg:
         targets = reg.current_targets(project=project, client=client)
     return _RESOLVED.dump_json([_resolved(t, base, client) for t in targets if lora is None or t.lora == lora])
+
+
+@router.get("/which", summary="Which registered versions a file is, by any of its digests")
+def which(
+    caller: CallerDep,
+    sha256: Annotated[str | None, Query(max_length=64, description="The file's sha256 (AutoV2 is its start).")] = None,
+    payload_sha256: Annotated[str | None, Query(max_length=64, description="Its payload hash.")] = None,
+    autov3: Annotated[str | None, Query(max_length=64, description="Its data section's sha256.")] = None,
+) -> list[FileMatch]:
+    with caller.registry(write=False) as reg:
+        return reg.which(sha256=sha256, payload_sha256=payload_sha256, autov3=autov3)
 
 
 @router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")

@@ -21,10 +21,11 @@ from typing import Any, Protocol
 
 from registry.blobs.base import ArtifactSource
 from registry.domain import eval_schemas as ev
-from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import (
     EventPublic,
+    FileMatch,
     GcReport,
     LoraPublic,
     LoraSummary,
@@ -75,6 +76,10 @@ class RegistryOps(Protocol):
     def find_lora(self, *, project: str, name: str) -> LoraPublic | None: ...
 
     def get_version(self, *, project: str, name: str, version: str | None = None) -> VersionPublic: ...
+
+    def which(
+        self, *, sha256: str | None = None, payload_sha256: str | None = None, autov3: str | None = None
+    ) -> list[FileMatch]: ...
 
     def promote(
         self, *, project: str, name: str, version: str, reason: str | None = None, override: bool = False
@@ -135,7 +140,9 @@ class EvaluationOps(Protocol):
 class AccountOps(Protocol):
     def add_user(self, *, name: str) -> UserPublic: ...
 
-    def list_users(self) -> list[UserPublic]: ...
+    def list_users(self, *, removed: bool = False) -> list[UserPublic]: ...
+
+    def remove_user(self, *, name: str) -> UserRemoved: ...
 
     def create_token(
         self, *, user: str, project: str, role: str, expires_in: timedelta | None = None

@@ -21,7 +21,7 @@ from urllib.parse import quote
 from registry.backends.contract import Progress, SchemaStatus
 from registry.backends.http import Http, RemoteStore, lora_path, project_path, raise_for
 from registry.blobs.base import CHUNK
-from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
 from registry.domain.errors import IntegrityError, InvalidFile, InvalidInput, NotFound
 from registry.domain.eval_schemas import (
     EvaluationIn,
@@ -36,6 +36,7 @@ from registry.domain.eval_schemas import (
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import (
     EventPublic,
+    FileMatch,
     GcReport,
     LoraPublic,
     LoraSummary,
@@ -126,6 +127,12 @@ class RemoteRegistry:
         rows = self.http.call("GET", path, params={"limit": limit} if limit else None)
         return [EventPublic.model_validate(r) for r in rows]
 
+    def which(
+        self, *, sha256: str | None = None, payload_sha256: str | None = None, autov3: str | None = None
+    ) -> list[FileMatch]:
+        params = {k: v for k, v in (("sha256", sha256), ("payload_sha256", payload_sha256), ("autov3", autov3)) if v}
+        return [FileMatch.model_validate(r) for r in self.http.call("GET", "/api/v1/which", params=params)]
+
     def diff(self, *, project: str, name: str, old: str, new: str) -> VersionDiff:
         return VersionDiff.model_validate(
             self.http.call("GET", f"{lora_path(project, name)}/diff", params={"old": old, "new": new})
@@ -160,8 +167,12 @@ class RemoteAccounts:
     def add_user(self, *, name: str) -> UserPublic:
         return UserPublic.model_validate(self.http.call("POST", "/api/v1/users", json={"name": name}))
 
-    def list_users(self) -> list[UserPublic]:
-        return [UserPublic.model_validate(r) for r in self.http.call("GET", "/api/v1/users")]
+    def list_users(self, *, removed: bool = False) -> list[UserPublic]:
+        rows = self.http.call("GET", "/api/v1/users", params={"removed": "true"} if removed else None)
+        return [UserPublic.model_validate(r) for r in rows]
+
+    def remove_user(self, *, name: str) -> UserRemoved:
+        return UserRemoved.model_validate(self.http.call("DELETE", f"/api/v1/users/{quote(name, safe='')}"))
 
     def create_token(self, *, user: str, project: str, role: str, expires_in: timedelta | None = None) -> TokenCreated:
         body: dict[str, Any] = {"user": user, "project": project, "role": role}

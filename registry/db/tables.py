@@ -118,7 +118,9 @@ class VersionFile(SQLModel, table=True):
     dtype: str = Field(max_length=16)
     key_format: str = Field(max_length=32)
     source_format: str = Field(max_length=32)
-    source_sha256: str = Field(max_length=64)
+    source_sha256: str = Field(max_length=64, index=True)
+    # sha256 of the source's data section (Civitai's AutoV3); None for versions registered before 0008
+    source_autov3: str | None = Field(default=None, max_length=64, index=True)
     target_modules: list[str] = Field(default_factory=list, sa_type=JSON)
     module_count: int
     # the stored file failed its digest: taken out of service until `wanlora repair` stores it again
@@ -150,6 +152,7 @@ class User(SQLModel, table=True):
     name: str = Field(max_length=64, unique=True)
     created_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    removed_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))  # tokens revoked then
 
 
 class ApiToken(SQLModel, table=True):

@@ -31,6 +31,11 @@ class UserPublic(BaseModel):
     name: str
     created_by: str
     created_at: datetime
+    removed_at: datetime | None = None  # removed: every token revoked, no new ones
+
+
+class UserRemoved(UserPublic):
+    revoked_tokens: int  # how many live tokens the removal revoked
 
 
 class TokenPublic(BaseModel):

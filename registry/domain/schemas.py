@@ -122,6 +122,31 @@ class FilePublic(BaseModel):
     target_modules: list[str]
     module_count: int
     needs_repair: bool = False  # the stored copy failed its digest and is not served
+    source_autov3: str | None = None  # sha256 of the source's data section (None: registered before 0008)
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def autov2(self) -> str:
+        """Civitai's AutoV2 of the registered source file: its sha256's first 10 hex digits."""
+        return self.source_sha256[:10].upper()
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def autov3(self) -> str | None:
+        """Civitai's AutoV3 of the source: its data section's sha256 (header and metadata left out), 12 digits."""
+        return self.source_autov3[:12].upper() if self.source_autov3 else None
+
+
+class FileMatch(BaseModel):
+    """A registered file that a stray copy turned out to be (``wanlora which FILE``)."""
+
+    project: str
+    lora: str
+    version: str
+    status: Status
+    role: FileRole
+    sha256: str
+    by: list[str]  # which digests matched: sha256 (the stored file), source (AutoV2's), payload, autov3
 
 
 class VersionPublic(BaseModel):

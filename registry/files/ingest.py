@@ -87,6 +87,7 @@ class IngestedFile:
     payload_sha256: str
     size: int
     source_sha256: str
+    source_autov3: str  # sha256 of the source's data section
     source_format: str
     rank: int
     alpha: float
@@ -201,15 +202,20 @@ def _unchanged(ins: Inspection, fd: int) -> None:
         )
 
 
-def _hash_file(path: Path, stop: threading.Event) -> str:
-    h = hashlib.sha256()
+def _hash_file(path: Path, data_offset: int, stop: threading.Event) -> tuple[str, str]:
+    """The file's sha256, and its data section's (after the header: Civitai's AutoV3), in one read."""
+    whole, data = hashlib.sha256(), hashlib.sha256()
+    position = 0
     with open(path, "rb", buffering=0) as fh:
         while not stop.is_set():
             chunk = fh.read(CHUNK)
             if not chunk:
-                return h.hexdigest()
-            h.update(chunk)
-    return ""
+                return whole.hexdigest(), data.hexdigest()
+            whole.update(chunk)
+            if position + len(chunk) > data_offset:
+                data.update(memoryview(chunk)[max(0, data_offset - position) :])
+            position += len(chunk)
+    return "", ""
 
 
 def _nbytes(row: Row) -> int:
@@ -276,7 +282,7 @@ def ingest_lora(
     stop = threading.Event()
     writer = store.writer()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wanlora-ingest") as pool:
-        source_digest = pool.submit(_hash_file, ins.path, stop)
+        source_digest = pool.submit(_hash_file, ins.path, ins.header.data_offset, stop)
         payload = _Hasher(pool)
         try:
             payload.update(payload_header)
@@ -292,7 +298,7 @@ def ingest_lora(
                             if progress:
                                 progress(done, total)
                 payload_sha = payload.hexdigest()
-                source_sha = source_digest.result()
+                source_sha, source_autov3 = source_digest.result()
                 _unchanged(ins, fd)  # after every read of it: the digests are of one file, or nothing is kept
             finally:
                 os.close(fd)
@@ -307,6 +313,7 @@ def ingest_lora(
         payload_sha256=payload_sha,
         size=size,
         source_sha256=source_sha,
+        source_autov3=source_autov3,
         source_format=ins.source_format.value,
         rank=ins.rank,
         alpha=ins.alpha,
@@ -316,3 +323,54 @@ def ingest_lora(
         metadata=ins.metadata,
         created=created,
     )
+
+
+class _Discard:
+    """An ArtifactSink that keeps nothing: only the digest of what would have been stored."""
+
+    def writer(self) -> _Discard:
+        self._hash, self._size = hashlib.sha256(), 0
+        return self
+
+    def write(self, data: bytes | memoryview) -> None:
+        self._hash.update(data)
+        self._size += len(data)
+
+    def commit(self) -> tuple[str, int, bool]:
+        return self._hash.hexdigest(), self._size, False
+
+    def abort(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class FileDigests:
+    """What a stray copy of a LoRA can be matched by (``wanlora which``)."""
+
+    sha256: str  # the whole file (Civitai's AutoV2 is its first 10 hex digits)
+    autov3: str | None  # its data section, header left out (None: not safetensors)
+    payload_sha256: str | None  # its weights in wanlora's canonical form (None: not a LoRA wanlora reads)
+    problem: str | None = None  # why there is no payload hash
+
+
+def file_digests(path: Path) -> FileDigests:
+    """Every digest of a file that `which` can match, reading it once or twice; nothing is stored."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidFile(f"{path} does not exist or is not a regular file")
+    try:
+        ingested = ingest_lora(path, _Discard())
+    except InvalidFile as exc:
+        data_offset = _data_offset(path)
+        whole, data = _hash_file(path, data_offset or 0, threading.Event())
+        return FileDigests(whole, data if data_offset else None, None, exc.message)
+    return FileDigests(ingested.source_sha256, ingested.source_autov3, ingested.payload_sha256)
+
+
+def _data_offset(path: Path) -> int | None:
+    try:
+        with open(path, "rb") as fh:
+            size = os.fstat(fh.fileno()).st_size
+            return read_header(fh, size, name=path.name).data_offset
+    except (InvalidFile, OSError):
+        return None

@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from registry.db.tables import ApiToken, User
 from registry.domain.access import ALL_PROJECTS, ROLES, Action, Principal
-from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic
+from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
 from registry.domain.clock import as_utc, utcnow
 from registry.domain.errors import AlreadyExists, InvalidInput, NotFound, PermissionDenied, Unauthenticated
 from registry.domain.schemas import check_name
@@ -54,7 +54,16 @@ class AccountService:
         row = self.session.exec(select(User).where(User.name == name)).first()
         if row is None:
             raise NotFound(f"user {name!r} does not exist", hint="add it with `wanlora user add NAME`")
+        if row.removed_at is not None:
+            raise NotFound(f"user {name!r} was removed", hint=f"add it again with `wanlora user add {name}`")
         return row
+
+    @staticmethod
+    def _public(u: User) -> UserPublic:
+        return UserPublic(
+            name=u.name, created_by=u.created_by, created_at=as_utc(u.created_at) or u.created_at,
+            removed_at=as_utc(u.removed_at),
+        )  # fmt: skip
 
     def has_users(self) -> bool:
         return self.session.exec(select(User.id)).first() is not None
@@ -62,20 +71,45 @@ class AccountService:
     def add_user(self, *, name: str) -> UserPublic:
         check_name(name, "user name")
         self.authz.require(self.principal, ALL_PROJECTS, Action.USER_MANAGE)
-        if self.session.exec(select(User).where(User.name == name)).first() is not None:
+        existing = self.session.exec(select(User).where(User.name == name)).first()
+        if existing is not None and existing.removed_at is None:
             raise AlreadyExists(f"user {name!r} already exists")
+        if existing is not None:  # a removed user comes back (its old tokens stay revoked)
+            existing.removed_at = None
+            self.session.add(existing)
+            self.session.flush()
+            return self._public(existing)
         user = User(name=name, created_by=self.principal.user, created_at=utcnow())
         self.session.add(user)
         self.session.flush()
-        return UserPublic(name=user.name, created_by=user.created_by, created_at=user.created_at)
+        return self._public(user)
 
-    def list_users(self) -> list[UserPublic]:
+    def list_users(self, *, removed: bool = False) -> list[UserPublic]:
         self.authz.require(self.principal, ALL_PROJECTS, Action.USER_MANAGE)
         rows = self.session.exec(select(User).order_by(User.name)).all()
-        return [
-            UserPublic(name=u.name, created_by=u.created_by, created_at=as_utc(u.created_at) or u.created_at)
-            for u in rows
-        ]
+        return [self._public(u) for u in rows if removed or u.removed_at is None]
+
+    def remove_user(self, *, name: str) -> UserRemoved:
+        """Remove a user: every token of theirs is revoked at once, and none can be made for them. The row
+        stays, so the event log and the token list still name who did what."""
+        self.authz.require(self.principal, ALL_PROJECTS, Action.USER_MANAGE)
+        user = self._user(name)
+        if user.name == self.principal.user:
+            raise InvalidInput(
+                "you cannot remove yourself: the registry could be left without an admin",
+                hint="another admin of every project can remove this user",
+            )
+        now = utcnow()
+        live = self.session.exec(
+            select(ApiToken).where(ApiToken.user_id == user.id, col(ApiToken.revoked_at).is_(None))
+        ).all()
+        for token in live:
+            token.revoked_at = now
+            self.session.add(token)
+        user.removed_at = now
+        self.session.add(user)
+        self.session.flush()
+        return UserRemoved(**self._public(user).model_dump(), revoked_tokens=len(live))
 
     def create_token(self, *, user: str, project: str, role: str, expires_in: timedelta | None = None) -> TokenCreated:
         if role not in ROLES:

@@ -6,23 +6,25 @@ caller may not read does not exist for it, and other teams' LoRAs are not listed
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import func
+from sqlalchemy import ColumnElement, func, or_
 from sqlmodel import col, select
 
 from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile, VersionPreview
 from registry.domain.access import Action
 from registry.domain.clock import as_utc
 from registry.domain.digests import canary
-from registry.domain.enums import Category, Status
-from registry.domain.errors import NotFound
+from registry.domain.enums import Category, FileRole, Status
+from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.notes import training_notes
 from registry.domain.schemas import (
     Change,
     EventPublic,
+    FileMatch,
     LoraPublic,
     LoraSummary,
     SyncTarget,
@@ -35,6 +37,8 @@ from registry.services.scope import Service
 from registry.services.views import file_public, lora_public, visible_version
 
 __all__ = ["CatalogueService"]
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 class CatalogueService(Service):
@@ -91,6 +95,54 @@ class CatalogueService(Service):
                     statuses=dict(statuses),
                 )
             )
+        return out
+
+    def which(
+        self, *, sha256: str | None = None, payload_sha256: str | None = None, autov3: str | None = None
+    ) -> list[FileMatch]:
+        """The versions a file is, by any of its digests, among those the caller may see."""
+        wanted = {k: v for k, v in (("sha256", sha256), ("payload", payload_sha256), ("autov3", autov3)) if v}
+        for what, digest in wanted.items():
+            if not _HEX64.fullmatch(digest):
+                raise InvalidInput(f"{what} must be 64 hex digits (a sha256), got {digest[:80]!r}")
+        if not wanted:
+            raise InvalidInput("give at least one digest", hint="sha256, payload_sha256 or autov3")
+        conditions: list[ColumnElement[bool]] = []
+        if sha256:
+            conditions += [col(VersionFile.sha256) == sha256, col(VersionFile.source_sha256) == sha256]
+        if payload_sha256:
+            conditions.append(col(VersionFile.payload_sha256) == payload_sha256)
+        if autov3:
+            conditions.append(col(VersionFile.source_autov3) == autov3)
+        query = (
+            select(VersionFile, Version, Lora, Project)
+            .join(Version, col(Version.id) == VersionFile.version_id)
+            .join(Lora, col(Lora.id) == Version.lora_id)
+            .join(Project, col(Project.id) == Lora.project_id)
+            .where(or_(*conditions))
+            .order_by(Project.name, Lora.name, col(Version.id))
+            .limit(1000)
+        )
+        out = []
+        readable: dict[str, set[str]] = {}
+        for f, v, lora, proj in self.session.exec(query).all():
+            if proj.name not in readable:
+                can = self.scope.can(proj.name, Action.LORA_READ)
+                readable[proj.name] = self.scope.readable(proj.name) if can else set()
+            if v.status not in readable[proj.name]:
+                continue  # another team's, or a status this role never sees
+            by = [
+                name
+                for name, hit in (
+                    ("sha256", sha256 == f.sha256),
+                    ("source", sha256 == f.source_sha256),
+                    ("payload", payload_sha256 == f.payload_sha256),
+                    ("autov3", autov3 is not None and autov3 == f.source_autov3),
+                )
+                if hit
+            ]
+            out.append(FileMatch(project=proj.name, lora=lora.name, version=v.version, status=Status(v.status),
+                                 role=FileRole(f.role), sha256=f.sha256, by=by))  # fmt: skip
         return out
 
     def get_version(self, *, project: str, name: str, version: str | None = None) -> VersionPublic:

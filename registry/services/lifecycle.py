@@ -177,6 +177,7 @@ class LifecycleService(Service):
                     key_format="canonical",
                     source_format=f.source_format,
                     source_sha256=f.source_sha256,
+                    source_autov3=f.source_autov3,
                     target_modules=f.target_modules,
                     module_count=f.module_count,
                 )
