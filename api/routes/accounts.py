@@ -36,9 +36,11 @@ def list_users(caller: CallerDep, removed: bool = False) -> list[UserPublic]:
 
 
 @router.delete("/users/{name}", summary="Remove a user: their tokens are revoked (admins of every project)")
-def remove_user(name: str, caller: CallerDep) -> UserRemoved:
+def remove_user(name: str, caller: CallerDep, state: StateDep) -> UserRemoved:
     with caller.accounts() as acc:
-        return acc.remove_user(name=name)
+        removed = acc.remove_user(name=name)
+    state.auth.clear()  # their tokens stop at once in this process; other workers within auth_cache_seconds
+    return removed
 
 
 @router.post("/tokens", status_code=201, summary="Create a token; the secret is in this answer only")

@@ -82,6 +82,8 @@ ROUTES: dict[tuple[str, str], Row] = {
     ("GET", "/api/v1/projects/{project}/resolve"): (f"{P}/resolve", None, (200, 200, 200, 403), None),
     ("GET", "/api/v1/resolve"): ("/api/v1/resolve", None, (200, 200, 200, 200), None),
     ("GET", "/api/v1/users"): ("/api/v1/users", None, (403, 403, 403, 403), None),
+    ("DELETE", "/api/v1/users/{name}"): ("/api/v1/users/stranger", None, (403, 403, 403, 403), None),
+    ("GET", "/api/v1/which"): (f"/api/v1/which?payload_sha256={'0' * 64}", None, (200, 200, 200, 200), None),
     ("POST", "/api/v1/users"): ("/api/v1/users", {"name": "zed-{caller}"}, (403, 403, 403, 403), None),
     ("GET", "/api/v1/tokens"): ("/api/v1/tokens", None, (200, 200, 200, 200), None),
     ("POST", "/api/v1/tokens"): (
