@@ -14,8 +14,8 @@ from tests.cli.test_first_use import env, run  # noqa: F401  (the fixture)
 BASE = "wan2.2-ti2v-5b"
 
 
-def _register(env: Path, name: str, seed: int, version: str = "1.0.0", **kw: object) -> Path:
-    src = synth_lora(env / f"{name}-{seed}.safetensors", base_model=BASE, fmt="kohya", seed=seed, **kw)  # type: ignore[arg-type]
+def _register(home: Path, name: str, seed: int, version: str = "1.0.0", **kw: object) -> Path:
+    src = synth_lora(home / f"{name}-{seed}.safetensors", base_model=BASE, fmt="kohya", seed=seed, **kw)  # type: ignore[arg-type]
     run(
         "register",
         str(src),
