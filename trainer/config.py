@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from registry.domain.errors import InvalidInput
 from registry.domain.wan import BASE_MODELS
-from trainer.presets import GOALS, preset_for
+from trainer.presets import GOALS, TINY_LEARNING_RATE, preset_for
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,7 +111,7 @@ class TrainConfig(BaseModel):
             update={
                 "rank": rank,
                 "alpha": self.alpha or float(rank),
-                "learning_rate": self.learning_rate or preset.learning_rate,
+                "learning_rate": self.learning_rate or (TINY_LEARNING_RATE if self.tiny else preset.learning_rate),
                 "epochs": self.epochs or preset.epochs,
             }
         )

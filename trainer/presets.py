@@ -54,6 +54,10 @@ SWEEP: dict[str, tuple[float, int, int]] = {
 }
 
 MINIMUM_SAMPLES = 100
+# The presets' rates are the guide's, for the real 5B/14B models. The tiny random models (--tiny) are a few
+# thousand parameters wide and learn nothing visible at them in a few steps: they train at this rate
+# unless --lr says otherwise, so that the tiny recipe makes a LoRA that passes the effect check.
+TINY_LEARNING_RATE = 2e-3
 
 
 def size_ranges(samples: int) -> tuple[tuple[int, int], tuple[int, int]]:

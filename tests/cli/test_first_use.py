@@ -113,3 +113,17 @@ def test_records_say_what_happened(env: Path, tmp_path: Path, monkeypatch: pytes
     sha = json.loads(run("show", "sarah@1.0.0", "--json"))["files"][0]["sha256"]
     assert f"sha256 {sha}" in shown  # on one line, whole, at 80 columns
     assert json.loads(run("show", "sarah@1.0.0", "--json"))["promoted_on_override"] == "client deadline"
+
+
+def test_the_readme_tiny_recipe_is_the_one_the_demo_proves() -> None:
+    """The demo trains with the README's tiny recipe and takes the result through all three phases and a
+    promotion without override (test_demo_runs_end_to_end); the recipe adds no --lr: --tiny trains at the
+    tiny models' own rate."""
+    import shlex
+
+    from cli.demo import TINY_RECIPE
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    [line] = [ln for ln in readme.splitlines() if ln.startswith("wanlora train --dataset ./dataset --lora demo")]
+    args = shlex.split(line)
+    assert tuple(args[args.index("demo") + 1 :]) == TINY_RECIPE
