@@ -33,7 +33,7 @@ from registry.files.safetensors_io import Header, TensorInfo, build_header, has_
 __all__ = ["IngestedFile", "Inspection", "ModuleInfo", "ingest_lora", "inspect_lora"]
 
 Progress = Callable[[int, int], None]
-CANONICAL_FORMAT = "canonical-v1"
+CANONICAL_FORMAT = "canonical-v2"  # v2: LoKr, LoHa and diff kept; non-block LoRAs carry no alpha
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def test_formats_converge_on_one_canonical_payload(tmp_path: Path) -> None:
     assert "diffusion_model.blocks.0.self_attn.q.lora_A.weight" in keys
     assert "diffusion_model.blocks.1.ffn.2.lora_B.weight" in keys
     assert "diffusion_model.blocks.0.cross_attn.v.alpha" in keys
-    assert meta["wanlora.format"] == "canonical-v1"
+    assert meta["wanlora.format"] == "canonical-v2" and meta["wanlora.algorithms"] == "lora"
     assert all(k.startswith("diffusion_model.blocks.") for k in keys)
 
 
