@@ -189,6 +189,13 @@ def module_info(
             f"{name}: module {module} is changed twice, by {names}; ComfyUI would apply only one of them",
             hint="the file was assembled from two adapters; export them as two files",
         )
+    if not weight and P.DIFF_B not in parts:
+        raise InvalidFile(
+            f"{name}: module {module} has only "
+            + ("a lora_B.bias" if P.LORA_BIAS in parts else "an alpha")
+            + ", no down/A or up/B matrix; every LoRA module needs both",
+            hint="the file is incomplete: export the LoRA again from the trainer",
+        )
     algorithm = weight.pop() if weight else "diff"
     if P.LORA_BIAS in parts and (algorithm != "lora" or P.DIFF_B in parts):
         raise InvalidFile(
