@@ -12,13 +12,13 @@ from rich.table import Table
 
 from cli import render
 from cli.app import JsonOpt, ProjectOpt, app, backend, byte_progress, project_of, split_ref
+from registry.blobs.base import CHUNK
+from registry.domain.digests import file_sha256
 from registry.domain.errors import InvalidInput
 from registry.domain.schemas import FilePublic, VersionPublic
 from registry.files.ingest import file_digests
 
 __all__ = ["pull", "which"]
-
-CHUNK = 1 << 20
 
 
 def _file_name(version: VersionPublic, f: FilePublic) -> str:
@@ -30,15 +30,7 @@ def _file_name(version: VersionPublic, f: FilePublic) -> str:
 
 
 def _already(path: Path, sha256: str) -> bool:
-    import hashlib
-
-    if not path.is_file():
-        return False
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest() == sha256
+    return path.is_file() and file_sha256(path) == sha256
 
 
 @app.command()

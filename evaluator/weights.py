@@ -77,11 +77,10 @@ def split_stored(path: Path | str) -> tuple[dict[str, torch.Tensor], list[Patch]
             scale = alpha / a.shape[0] if alpha is not None else 1.0
             lora[f"transformer.{target}.lora_A.weight"] = a.float()
             lora[f"transformer.{target}.lora_B.weight"] = b.float() * scale
-        kinds = {"lokr": P.LOKR_W1_A, "loha": P.HADA_W1_A}
-        for kind, marker in kinds.items():
-            names = {p for p in parts if p.value.startswith("lokr_" if kind == "lokr" else "hada_")}
-            if names or marker in parts:
-                patches.append(Patch(target, "weight", kind, {p: parts[p] for p in names}, alpha))
+        for kind, prefix in (("lokr", "lokr_"), ("loha", "hada_")):
+            factors = {p: t for p, t in parts.items() if p.value.startswith(prefix)}
+            if factors:
+                patches.append(Patch(target, "weight", kind, factors, alpha))
         if P.DIFF in parts:
             patches.append(Patch(target, "weight", "diff", {P.DIFF: parts[P.DIFF]}, None))
         if P.DIFF_B in parts:

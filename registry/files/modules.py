@@ -180,7 +180,7 @@ def module_info(
     for t in parts.values():
         if t.dtype not in FLOAT_DTYPES and t is not parts.get(P.ALPHA):
             raise InvalidFile(f"{name}: {t.name!r} is {t.dtype}; LoRA weights must be floating point")
-    weight = {a for p in parts if p in LINEAR_PARTS - {P.LORA_BIAS} for a in [_algo(p)]}
+    weight = {_algo(p) for p in parts if p in LINEAR_PARTS - {P.LORA_BIAS}}
     if P.DIFF in parts:
         weight.add("diff")
     if len(weight) > 1:
