@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["MAX_JSON_BODY", "BodyLimit"]
 
-MAX_JSON_BODY = 2 * 1024 * 1024  # evaluation details may be 1 MB; everything else is far smaller
+MAX_JSON_BODY = 4 * 1024 * 1024  # an evaluation: details 1 MB, preview and contact sheet; the rest far smaller
 UNBOUNDED = ("/api/v1/uploads",)  # streamed to disk under the server's own upload limit
 
 

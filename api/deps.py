@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import secrets
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -19,6 +23,28 @@ from registry.domain.errors import Unauthenticated
 from registry.settings import Settings
 
 
+class LocalSignIn:
+    """`wanlora dashboard`'s one-time codes: each signs a browser in as the local user once, within
+    ``seconds``. Only their hashes are kept; a server started any other way has none."""
+
+    def __init__(self, user: str, seconds: float = 120.0) -> None:
+        self.user = user
+        self.seconds = seconds
+        self._codes: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def issue(self) -> str:
+        code = secrets.token_urlsafe(32)
+        with self._lock:
+            self._codes[hashlib.sha256(code.encode()).hexdigest()] = time.monotonic() + self.seconds
+        return code
+
+    def redeem(self, code: str) -> bool:
+        with self._lock:
+            deadline = self._codes.pop(hashlib.sha256(code.encode()).hexdigest(), None)
+        return deadline is not None and time.monotonic() < deadline
+
+
 @dataclass
 class ServerState:
     wl: Wanlora  # the registry as the server itself (local admin); never handed to a route as is
@@ -29,6 +55,7 @@ class ServerState:
     generation: Generation | None = None
     responses: ResponseCache = field(default_factory=ResponseCache)
     sign_ins: SignInLimiter = field(default_factory=SignInLimiter)
+    local_sign_in: LocalSignIn | None = None  # set by `wanlora dashboard` alone
 
 
 # Row ids are 32-bit in PostgreSQL; anything larger is a 422, never an overflow deep in the driver.

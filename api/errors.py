@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.deps import ServerState, authenticate_token, client_address
+from api.web.render import error_page
+from api.web.session import SignInRequired, sign_in_redirect
 from registry.domain.errors import WanloraError, out_of_space
 
 STATUS = {
@@ -62,34 +64,52 @@ def error_response(
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def is_page(request: Request) -> bool:
+    """A dashboard page (not the API, not /docs): its errors are pages too."""
+    path = request.url.path
+    return not path.startswith(("/api/", "/openapi.json", "/docs", "/redoc", "/static/")) and not path.endswith(".json")
+
+
+def _answer(request: Request, status: int, code: str, message: str, hint: str | None, **kw: int | None) -> Response:
+    if is_page(request):
+        return error_page(request, status, code, message, hint)
+    return error_response(status, code, message, hint, **kw)
+
+
 def install(app: FastAPI) -> None:
+    @app.exception_handler(SignInRequired)
+    async def _sign_in(_: Request, exc: SignInRequired) -> Response:
+        if exc.next_path.startswith("/api/") or exc.next_path.endswith(".json"):
+            return error_response(401, "unauthenticated", "sign in first", "POST a token to /signin")
+        return sign_in_redirect(exc)
+
     @app.exception_handler(WanloraError)
-    async def _registry_error(_: Request, exc: WanloraError) -> JSONResponse:
-        return error_response(
-            status_of(exc), exc.code, exc.message, exc.hint, retry_after=getattr(exc, "retry_after", None)
+    async def _registry_error(request: Request, exc: WanloraError) -> Response:
+        return _answer(
+            request, status_of(exc), exc.code, exc.message, exc.hint, retry_after=getattr(exc, "retry_after", None)
         )
 
     @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:  # a bug: same shape, no internals
+    async def _unexpected(request: Request, exc: Exception) -> Response:  # a bug: same shape, no internals
         full = out_of_space(exc)
         if full is not None:
-            return error_response(507, full.code, full.message, full.hint)
-        return error_response(500, "error", "internal error", "the server log has the details")
+            return _answer(request, 507, full.code, full.message, full.hint)
+        return _answer(request, 500, "error", "internal error", "the server log has the details")
 
     @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         # FastAPI reads and checks the body before it runs the dependencies, so without this a caller
         # with no or a bad token would learn how its request was wrong before being told who it is not.
         denied = await _unauthenticated(request)
         if denied is not None:
             return denied
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        return error_response(422, "invalid_input", f"invalid request: {problems}")
+        return _answer(request, 422, "invalid_input", f"invalid request: {problems}", None)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status_code, "error")
-        return error_response(exc.status_code, code, str(exc.detail))
+        return _answer(request, exc.status_code, code, str(exc.detail), None)
 
 
 PUBLIC_PATHS = ("/api/v1/health",)

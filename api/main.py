@@ -10,10 +10,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api import errors
+from api import errors, web
 from api.bodylimit import BodyLimit
 from api.cache import AuthCache, Generation
-from api.deps import ServerState
+from api.deps import LocalSignIn, ServerState
 from api.ratelimit import SignInLimiter
 from api.routes import accounts, evaluation, feed, files, loras, webhooks
 from registry.backends.local import Wanlora, sweep_uploads
@@ -63,7 +63,11 @@ def bootstrap(settings: Settings) -> TokenCreated | None:
 
 
 def create_app(
-    settings: Settings | None = None, *, wl: Wanlora | None = None, deliver_webhooks: bool = True
+    settings: Settings | None = None,
+    *,
+    wl: Wanlora | None = None,
+    deliver_webhooks: bool = True,
+    local_sign_in: LocalSignIn | None = None,
 ) -> FastAPI:
     settings = settings or Settings()
     wl = wl or Wanlora.from_settings(settings)
@@ -90,7 +94,9 @@ def create_app(
         if thread is not None:
             thread.join(10)
 
-    app = FastAPI(title="wanlora", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="wanlora", version="0.1.0", description=DESCRIPTION, lifespan=lifespan, docs_url=None, redoc_url=None
+    )
 
     def newest_event() -> int:
         with wl.registry(write=False) as reg:
@@ -104,6 +110,7 @@ def create_app(
         auth=AuthCache(settings.auth_cache_seconds),
         sign_ins=SignInLimiter(settings.failed_sign_ins_per_address, settings.failed_sign_ins_per_prefix),
         generation=Generation(newest_event, settings.change_check_seconds),
+        local_sign_in=local_sign_in,
     )
     errors.install(app)
 
@@ -113,6 +120,8 @@ def create_app(
     app.include_router(loras.every_project)
     for module in (loras, files, accounts, feed, webhooks, evaluation):
         app.include_router(module.router)
+
+    web.install(app)  # the dashboard at /, and /docs and /redoc served offline
 
     @app.get("/api/v1/health", tags=["meta"], summary="Liveness")
     def health() -> dict[str, str]:

@@ -28,7 +28,7 @@ from registry.backends.contract import Backend
 from registry.blobs.base import ArtifactSource
 from registry.domain.digests import file_sha256, files_digest
 from registry.domain.errors import InvalidFile, InvalidInput, WanloraError
-from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, EvaluationIn
+from registry.domain.eval_schemas import MAX_CONTACT_SHEET_BYTES, MAX_PREVIEW_BYTES, MAX_REPORT_CHARS, EvaluationIn
 from registry.domain.policy import ProjectPolicy
 from registry.domain.schemas import VersionPublic
 from registry.domain.wan import base_model as lookup_base_model
@@ -227,6 +227,7 @@ def evaluate(backend: Backend, req: EvalRequest, phases: list[str], progress: Pr
                     result=EvaluationIn(
                         phase=phase, digest=digest, passed=result.passed, summary=result.summary[:4000],  # type: ignore[arg-type]
                         scores=result.scores, details=_jsonable(result.record()), preview_png=_preview(result),
+                        **_report_files(result),
                     ),
                 )  # fmt: skip
             summary["phases"][phase]["evaluation_id"] = recorded.id
@@ -240,6 +241,21 @@ def _preview(result: PhaseResult) -> str | None:
     if not path or not Path(path).is_file() or Path(path).stat().st_size > MAX_PREVIEW_BYTES:
         return None
     return base64.b64encode(Path(path).read_bytes()).decode()
+
+
+def _report_files(result: PhaseResult) -> dict[str, str]:
+    """Phase 2's contact sheet (base64) and report.md, for the dashboard, where they were written and fit."""
+    report = result.details.get("report")
+    if not report or not Path(report).is_file():
+        return {}
+    out = {}
+    text = Path(report).read_text(encoding="utf-8")
+    if len(text) <= MAX_REPORT_CHARS:
+        out["report_md"] = text
+    sheet = Path(report).parent / "contact.png"
+    if sheet.is_file() and sheet.stat().st_size <= MAX_CONTACT_SHEET_BYTES:
+        out["contact_sheet_png"] = base64.b64encode(sheet.read_bytes()).decode()
+    return out
 
 
 def _default_scorer(req: EvalRequest) -> Scorer:

@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     auth_cache_seconds: float = Field(
         default=2.0, description="How long a server process trusts a checked token (revocation delay elsewhere)."
     )
+    dashboard_session_hours: float = Field(
+        default=12.0,
+        gt=0,
+        le=24 * 30,
+        description="How long a dashboard sign-in lasts (never past its token's expiry).",
+    )
     failed_sign_ins_per_address: int = Field(
         default=30, ge=1, description="Bad tokens one client address may present per minute before 429."
     )

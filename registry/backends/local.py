@@ -42,6 +42,7 @@ from registry.services.egress import EgressPolicy
 from registry.services.evaluation import EvaluationService
 from registry.services.maintenance import MaintenanceService
 from registry.services.registry import RegistryService
+from registry.services.sessions import SessionService
 from registry.services.webhooks import WebhookService
 from registry.settings import Settings
 
@@ -119,6 +120,12 @@ class Wanlora:
     def accounts(self, *, write: bool = True) -> Iterator[AccountService]:
         with self.db.session(write=write) as session:
             yield AccountService(session, principal=self.principal)
+
+    @contextmanager
+    def sessions(self, *, write: bool = True) -> Iterator[SessionService]:
+        """Dashboard sign-ins (the server's alone: not part of the backend contract)."""
+        with self.db.session(write=write) as session:
+            yield SessionService(session)
 
     def as_principal(self, principal: Principal) -> Wanlora:
         """The same database and store, acting for another caller (an API token's principal)."""

@@ -22,6 +22,7 @@ from registry.domain.enums import Category, FileRole, Status
 __all__ = [
     "ApiToken",
     "Evaluation",
+    "EvaluationAttachment",
     "Event",
     "Lora",
     "Project",
@@ -31,6 +32,7 @@ __all__ = [
     "Version",
     "VersionFile",
     "VersionPreview",
+    "WebSession",
     "Webhook",
     "WebhookDelivery",
 ]
@@ -174,6 +176,23 @@ class ApiToken(SQLModel, table=True):
     last_used_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
+class WebSession(SQLModel, table=True):
+    """A dashboard sign-in: the browser holds a random secret in an HttpOnly cookie, the database only its
+    sha256. A session stands on the token it was opened with (revoking the token ends it) or, for
+    `wanlora dashboard` on the embedded default, on the local user (``token_id`` empty)."""
+
+    __tablename__ = "web_sessions"
+
+    id: int | None = Field(default=None, primary_key=True)
+    secret_hash: str = Field(max_length=64, unique=True)
+    token_id: int | None = Field(default=None, foreign_key="api_tokens.id", index=True)
+    local_user: str | None = Field(default=None, max_length=128)
+    csrf: str = Field(max_length=64)
+    created_at: datetime = Field(sa_type=DateTime(timezone=True))
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+    ended_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
 class Webhook(SQLModel, table=True):
     """A receiver of signed notifications for some event kinds of one project ("*" = all)."""
 
@@ -233,6 +252,18 @@ class Evaluation(SQLModel, table=True):
     details: dict[str, Any] = Field(default_factory=dict, sa_type=JSON)
     created_by: str = Field(max_length=128)
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class EvaluationAttachment(SQLModel, table=True):
+    """What phase 2 leaves besides its numbers: the contact sheet (PNG) and ``report.md``, shown on the
+    dashboard. Its own table, so that reading evaluations never loads images."""
+
+    __tablename__ = "evaluation_attachments"
+
+    evaluation_id: int = Field(foreign_key="evaluations.id", primary_key=True)
+    name: str = Field(max_length=32, primary_key=True)  # contact.png, report.md
+    media_type: str = Field(max_length=64)
+    data: bytes = Field(sa_type=LargeBinary)
 
 
 class VersionPreview(SQLModel, table=True):

@@ -23,6 +23,8 @@ PhaseName = Literal["technical", "quality", "trial"]
 
 
 MAX_PREVIEW_BYTES = 512 * 1024
+MAX_CONTACT_SHEET_BYTES = 1024 * 1024
+MAX_REPORT_CHARS = 64 * 1024
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -41,6 +43,14 @@ class EvaluationIn(BaseModel):
         default=None,
         max_length=MAX_PREVIEW_BYTES * 4 // 3 + 4,
         description="Phase 2: a frame of the contact sheet, a base64 PNG; sync puts it beside the files.",
+    )
+    contact_sheet_png: str | None = Field(
+        default=None,
+        max_length=MAX_CONTACT_SHEET_BYTES * 4 // 3 + 4,
+        description="Phase 2: the whole contact sheet, a base64 PNG; the dashboard shows it.",
+    )
+    report_md: str | None = Field(
+        default=None, max_length=MAX_REPORT_CHARS, description="Phase 2: its report.md, shown on the dashboard."
     )
 
 

@@ -18,6 +18,7 @@ __all__ = [
     "FilePublic",
     "GcReport",
     "Hyperparameters",
+    "LoraPage",
     "LoraPublic",
     "LoraSummary",
     "Orphan",
@@ -193,6 +194,16 @@ class LoraSummary(BaseModel):
     latest_version: str | None
     version_count: int
     statuses: dict[str, int]
+    trigger_words: list[str] = Field(default_factory=list)
+
+
+class LoraPage(BaseModel):
+    """One page of a filtered catalogue (the dashboard's list)."""
+
+    items: list[LoraSummary]
+    total: int
+    offset: int
+    limit: int
 
 
 class EventPublic(BaseModel):

@@ -93,6 +93,7 @@ class CatalogueService(Service):
                     latest_version=versions[-1].version if versions else None,
                     version_count=len(versions),
                     statuses=dict(statuses),
+                    trigger_words=list(lora.trigger_words or []),
                 )
             )
         return out

@@ -8,11 +8,19 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from registry.db.tables import Evaluation, Lora, Version, VersionPreview
+from registry.db.tables import Evaluation, EvaluationAttachment, Lora, Version, VersionPreview
 from registry.domain.access import Action
 from registry.domain.clock import as_utc, utcnow
-from registry.domain.errors import Conflict, InvalidInput
-from registry.domain.eval_schemas import MAX_PREVIEW_BYTES, PNG_SIGNATURE, EvaluationIn, EvaluationPublic, GateStatus
+from registry.domain.errors import Conflict, InvalidInput, NotFound
+from registry.domain.eval_schemas import (
+    MAX_CONTACT_SHEET_BYTES,
+    MAX_PREVIEW_BYTES,
+    MAX_REPORT_CHARS,
+    PNG_SIGNATURE,
+    EvaluationIn,
+    EvaluationPublic,
+    GateStatus,
+)
 from registry.domain.limits import check_json, check_text
 from registry.services.gate import gate_status, version_digest
 from registry.services.lookups import lora_and_version, record_event
@@ -41,6 +49,7 @@ class EvidenceService(Service):
         check_json(result.details, "evaluation details", max_bytes=1024 * 1024)
         check_text(result.summary, "evaluation summary")
         preview = _preview(result)
+        attachments = _attachments(result)
         scores = {k: float(v) for k, v in result.scores.items() if 0 <= v <= 10}
         evaluation = Evaluation(
             version_id=row.id or 0, phase=result.phase, digest=result.digest, passed=result.passed,
@@ -59,6 +68,10 @@ class EvidenceService(Service):
                     evaluation_id=evaluation.id,
                 )
             )  # fmt: skip
+        for file_name, (media_type, data) in attachments.items():
+            self.session.add(
+                EvaluationAttachment(evaluation_id=evaluation.id or 0, name=file_name, media_type=media_type, data=data)
+            )
         record_event(self.scope,
             lora, "evaluated", version=row, reason=result.summary or None,
             details={"phase": result.phase, "passed": result.passed, "evaluation": evaluation.id, "scores": scores},
@@ -81,6 +94,34 @@ class EvidenceService(Service):
         ).all()
         return [self._public(project, lora, row, e) for e in rows]
 
+    def attachment_names(self, *, project: str, name: str, version: str) -> dict[int, list[str]]:
+        """Per evaluation of the version, the names of what it kept (contact.png, report.md)."""
+        self.scope.require(project, Action.LORA_READ)
+        _, row = lora_and_version(self.scope, project, name, version)
+        query = (
+            select(EvaluationAttachment.evaluation_id, EvaluationAttachment.name)
+            .join(Evaluation, col(Evaluation.id) == EvaluationAttachment.evaluation_id)
+            .where(Evaluation.version_id == row.id)
+        )
+        out: dict[int, list[str]] = {}
+        for evaluation_id, file_name in self.session.exec(query).all():
+            out.setdefault(evaluation_id, []).append(file_name)
+        return out
+
+    def attachment(self, *, project: str, name: str, version: str, evaluation_id: int, file: str) -> tuple[str, bytes]:
+        """One kept file of one of the version's evaluations: its media type and bytes."""
+        self.scope.require(project, Action.LORA_READ)
+        _, row = lora_and_version(self.scope, project, name, version)
+        found = self.session.exec(
+            select(EvaluationAttachment)
+            .join(Evaluation, col(Evaluation.id) == EvaluationAttachment.evaluation_id)
+            .where(Evaluation.version_id == row.id, EvaluationAttachment.evaluation_id == evaluation_id,
+                   EvaluationAttachment.name == file)
+        ).first()  # fmt: skip
+        if found is None:
+            raise NotFound(f"evaluation {evaluation_id} of {project}/{name}@{row.version} kept no {file!r}")
+        return found.media_type, found.data
+
     def gate(self, *, project: str, name: str, version: str) -> GateStatus:
         self.scope.require(project, Action.LORA_READ)
         lora, row = lora_and_version(self.scope, project, name, version)
@@ -90,6 +131,25 @@ class EvidenceService(Service):
         """The effective policy of a project (the default with the project's overrides)."""
         self.scope.require(project, Action.LORA_READ)
         return self.policy.for_project(project).model_dump(mode="json")
+
+
+def _attachments(result: EvaluationIn) -> dict[str, tuple[str, bytes]]:
+    """Phase 2's contact sheet (a PNG, checked like the preview) and report.md (text)."""
+    out: dict[str, tuple[str, bytes]] = {}
+    if (result.contact_sheet_png or result.report_md) and result.phase != "quality":
+        raise InvalidInput("only a phase 2 (quality) result carries a contact sheet or a report")
+    if result.contact_sheet_png:
+        try:
+            png = base64.b64decode(result.contact_sheet_png, validate=True)
+        except ValueError:
+            raise InvalidInput("the contact sheet is not base64", hint="send the PNG's bytes base64-encoded") from None
+        if len(png) > MAX_CONTACT_SHEET_BYTES or not png.startswith(PNG_SIGNATURE):
+            raise InvalidInput(f"the contact sheet must be a PNG of at most {MAX_CONTACT_SHEET_BYTES // 1024} KB")
+        out["contact.png"] = ("image/png", png)
+    if result.report_md:
+        check_text(result.report_md, "evaluation report", MAX_REPORT_CHARS)
+        out["report.md"] = ("text/markdown; charset=utf-8", result.report_md.encode())
+    return out
 
 
 def _preview(result: EvaluationIn) -> bytes | None:

@@ -1,0 +1,254 @@
+"""The dashboard's pages: what the caller may read, through the same services (and casbin answers) as
+the API. A version the caller's role may not see does not exist here either (404)."""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from api.deps import IdPath
+from api.web.render import HEADERS, page
+from api.web.report import render_markdown
+from api.web.session import WebDep
+from registry.domain.access import Action
+from registry.domain.enums import Category, Status
+from registry.domain.errors import NotFound, PermissionDenied
+from registry.domain.eval_schemas import EvaluationPublic, TrialPublic
+from registry.domain.schemas import VersionPublic
+
+__all__ = ["router"]
+
+router = APIRouter(include_in_schema=False)
+LORA = "/loras/{project}/{name}"
+Text = Annotated[str | None, Query(max_length=200)]
+PER_PAGE = 50
+
+
+@router.get("/")
+def loras(
+    web: WebDep, request: Request, project: Text = None, q: Text = None, category: Text = None, status: Text = None,
+    base_model: Text = None, trigger: Text = None, page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+) -> HTMLResponse:  # fmt: skip
+    """Projects and LoRAs: search and filters, a page at a time."""
+    filters = {"project": project or None, "q": q or None, "category": category or None, "status": status or None,
+               "base_model": base_model or None, "trigger": trigger or None}  # fmt: skip
+    with web.wl.registry(write=False) as reg:
+        found = reg.browse(
+            project=filters["project"], search=filters["q"], category=filters["category"], status=filters["status"],
+            base_model=filters["base_model"], trigger=filters["trigger"], offset=(page_no - 1) * PER_PAGE,
+            limit=PER_PAGE,
+        )  # fmt: skip
+        facets = reg.facets()
+        projects = reg.projects()
+    pages = max(1, math.ceil(found.total / PER_PAGE))
+    kept = {k: v for k, v in filters.items() if v}
+
+    def link(n: int) -> str:
+        return "/?" + urlencode({**kept, "page": n})
+
+    return page(request, "loras.html", {
+        "found": found, "filters": filters, "facets": facets, "projects": projects, "page_no": page_no, "pages": pages,
+        "prev": link(page_no - 1) if page_no > 1 else None, "next": link(page_no + 1) if page_no < pages else None,
+        "categories": [c.value for c in Category], "statuses": [s.value for s in Status],
+        "history": {p: web.can(p, Action.HISTORY_READ) for p in projects},
+    }, web=web)  # fmt: skip
+
+
+def _trial(web: WebDep, project: str, name: str) -> TrialPublic | None:
+    if not web.can(project, Action.VERSION_READ_TESTING):
+        return None
+    try:
+        with web.wl.evaluation() as ev:  # judging a running trial may end it (it also passes by the clock)
+            return ev.trial(project=project, name=name)
+    except NotFound:
+        return None
+
+
+@router.get(LORA)
+def lora(web: WebDep, request: Request, project: str, name: str) -> HTMLResponse:
+    """A LoRA: its current version, its trial, and every version the caller may see, with badges."""
+    with web.wl.registry(write=False) as reg:
+        found = reg.get_lora(project=project, name=name)
+    trial = _trial(web, project, name)
+    return page(request, "lora.html", {
+        "lora": found, "versions": list(reversed(found.versions)), "trial": trial, "project": project,
+        "can": _abilities(web, project),
+    }, web=web)  # fmt: skip
+
+
+def _abilities(web: WebDep, project: str) -> dict[str, bool]:
+    names = {"promote": Action.VERSION_PROMOTE, "rollback": Action.VERSION_ROLLBACK,
+             "deprecate": Action.VERSION_DEPRECATE, "trial": Action.VERSION_TRIAL, "history": Action.HISTORY_READ,
+             "testing": Action.VERSION_READ_TESTING}  # fmt: skip
+    return {key: web.can(project, action) for key, action in names.items()}
+
+
+def _latest(evaluations: list[EvaluationPublic]) -> dict[str, EvaluationPublic]:
+    latest: dict[str, EvaluationPublic] = {}
+    for e in evaluations:
+        latest[e.phase] = e
+    return latest
+
+
+def _evidence(web: WebDep, project: str, name: str, version: str) -> dict[str, Any]:
+    with web.wl.evaluation(write=False) as ev:
+        evaluations = ev.evaluations(project=project, name=name, version=version)
+        gate = ev.gate(project=project, name=name, version=version)
+        kept = ev.attachment_names(project=project, name=name, version=version)
+        reports = {
+            e.id: render_markdown(ev.attachment(project=project, name=name, version=version, evaluation_id=e.id,
+                                                file="report.md")[1].decode("utf-8", "replace"),
+                                  images={"contact.png": f"{LORA.format(project=project, name=name)}/v/{version}/evaluations/{e.id}/contact.png"})
+            for e in evaluations if "report.md" in kept.get(e.id, [])
+        }  # fmt: skip
+    return {"evaluations": evaluations, "latest": _latest(evaluations), "gate": gate, "kept": kept, "reports": reports}
+
+
+def _sweep(evaluation: EvaluationPublic | None) -> dict[str, list[list[float]]]:
+    """Phase 2's strength sweep as one line per score: strength → score."""
+    sweep = (evaluation.details.get("sweep") if evaluation else None) or {}
+    lines: dict[str, list[list[float]]] = {}
+    for strength, scores in sorted(sweep.items(), key=lambda kv: float(kv[0])):
+        for key, value in (scores or {}).items():
+            if isinstance(value, int | float):
+                lines.setdefault(key.replace("_", " "), []).append([float(strength), float(value)])
+    return lines
+
+
+def _against(evaluation: EvaluationPublic | None) -> dict[str, dict[str, float]]:
+    """Phase 2's scores against the base model and the previous version."""
+    if evaluation is None:
+        return {}
+    ours = {k: v for k, v in evaluation.scores.items() if k != "best_strength"}
+    out = {"this version": ours, "base model": evaluation.details.get("base") or {}}
+    if evaluation.details.get("previous"):
+        out[f"previous ({evaluation.details.get('previous_version', '?')})"] = evaluation.details["previous"]
+    return out
+
+
+def _loss(version: VersionPublic) -> dict[str, list[list[float]]]:
+    training = version.hyperparameters.get("training") or {}
+    curve = training.get("loss_curve") or []
+    return {"training loss": [p for p in curve if isinstance(p, list | tuple) and len(p) == 2]}
+
+
+@router.get(LORA + "/v/{version}")
+def version(web: WebDep, request: Request, project: str, name: str, version: str) -> HTMLResponse:
+    """A version: what it was trained on and how, its files, its loss curve, its evaluation and notes."""
+    with web.wl.registry(write=False) as reg:
+        found = reg.get_version(project=project, name=name, version=version)
+        lora = reg.get_lora(project=project, name=name)
+        notes = reg.notes(project=project, name=name)
+    evidence = _evidence(web, project, name, found.version)
+    quality = evidence["latest"].get("quality")
+    trial = _trial(web, project, name)
+    training = found.hyperparameters.get("training") or {}
+    return page(request, "version.html", {
+        "v": found, "lora": lora, "project": project, **evidence, "quality": quality, "sweep": _sweep(quality),
+        "against": _against(quality), "loss": _loss(found), "training": training,
+        "hyper": {k: v for k, v in found.hyperparameters.items() if k != "training"}, "notes": notes,
+        "trial": trial, "can": _abilities(web, project),
+    }, web=web)  # fmt: skip
+
+
+@router.get(LORA + "/v/{version}/evaluations/{evaluation_id}/{file}")
+def attachment(web: WebDep, project: str, name: str, version: str, evaluation_id: IdPath, file: str) -> Response:
+    """A kept file of an evaluation: the contact sheet (PNG) or report.md (as text)."""
+    if file not in ("contact.png", "report.md"):
+        raise NotFound(f"evaluations keep contact.png and report.md, not {file[:64]!r}")
+    with web.wl.evaluation(write=False) as ev:
+        media_type, data = ev.attachment(
+            project=project, name=name, version=version, evaluation_id=evaluation_id, file=file
+        )
+    headers = {**HEADERS, "Cache-Control": "private, max-age=3600"}
+    if file == "report.md":
+        media_type = "text/plain; charset=utf-8"
+    return Response(data, media_type=media_type, headers=headers)
+
+
+@router.get(LORA + "/v/{version}/preview.png")
+def preview(web: WebDep, project: str, name: str, version: str) -> Response:
+    with web.wl.registry(write=False) as reg:
+        png = reg.preview(project=project, name=name, version=version)
+    if png is None:
+        raise NotFound(f"{project}/{name}@{version} has no preview yet", hint="phase 2 makes one")
+    return Response(png, media_type="image/png", headers={**HEADERS, "Cache-Control": "private, max-age=3600"})
+
+
+@router.get(LORA + "/compare")
+def compare(
+    web: WebDep, request: Request, project: str, name: str, old: Annotated[str, Query(max_length=64)],
+    new: Annotated[str, Query(max_length=64)],
+) -> HTMLResponse:  # fmt: skip
+    """Two versions side by side: the diff, both sets of scores on one chart, both contact sheets."""
+    with web.wl.registry(write=False) as reg:
+        diff = reg.diff(project=project, name=name, old=old, new=new)
+        a = reg.get_version(project=project, name=name, version=old)
+        b = reg.get_version(project=project, name=name, version=new)
+        lora = reg.get_lora(project=project, name=name)
+    sheets = {}
+    for v in (a, b):
+        evidence = _evidence(web, project, name, v.version)
+        q = evidence["latest"].get("quality")
+        sheets[v.version] = q.id if q is not None and "contact.png" in evidence["kept"].get(q.id, []) else None
+    scores = {a.version: a.scores, b.version: b.scores}
+    scores = {k: {m: s for m, s in v.items() if m != "best_strength"} for k, v in scores.items()}
+    return page(request, "compare.html", {
+        "diff": diff, "a": a, "b": b, "lora": lora, "project": project, "scores": scores, "sheets": sheets,
+        "losses": {f"{a.version}": _loss(a)["training loss"], f"{b.version}": _loss(b)["training loss"]},
+    }, web=web)  # fmt: skip
+
+
+def _events(web: WebDep, request: Request, project: str, name: str | None, limit: int) -> HTMLResponse:
+    if not web.can(project, Action.HISTORY_READ):
+        raise PermissionDenied(f"{web.principal.describe()} may not read the history of project {project}")
+    with web.wl.registry(write=False) as reg:
+        events = reg.history(project=project, name=name, limit=limit)
+    return page(request, "events.html", {"events": events, "project": project, "name": name, "limit": limit},
+                web=web)  # fmt: skip
+
+
+Limit = Annotated[int, Query(ge=1, le=1000)]
+
+
+@router.get(LORA + "/events")
+def lora_events(web: WebDep, request: Request, project: str, name: str, limit: Limit = 200) -> HTMLResponse:
+    """The LoRA's event timeline: who, when, from → to, why; overrides with what was missing."""
+    return _events(web, request, project, name, limit)
+
+
+@router.get("/projects/{project}/events")
+def project_events(web: WebDep, request: Request, project: str, limit: Limit = 200) -> HTMLResponse:
+    """Every LoRA's events in a project, newest first."""
+    return _events(web, request, project, None, limit)
+
+
+@router.get(LORA + "/trial")
+def trial(web: WebDep, request: Request, project: str, name: str) -> HTMLResponse:
+    """The running (or last) trial: share, reports, error rate and rating against current, verdict. The
+    page refreshes its figures every few seconds from ``trial.json``."""
+    with web.wl.evaluation() as ev:
+        found = ev.trial(project=project, name=name)
+    with web.wl.registry(write=False) as reg:
+        lora = reg.get_lora(project=project, name=name)
+    return page(request, "trial.html", {"trial": found, "lora": lora, "project": project,
+                                         "can": _abilities(web, project)}, web=web)  # fmt: skip
+
+
+@router.get(LORA + "/trial.json")
+def trial_json(web: WebDep, project: str, name: str) -> JSONResponse:
+    with web.wl.evaluation() as ev:
+        found = ev.trial(project=project, name=name)
+    return JSONResponse(found.model_dump(mode="json"), headers=HEADERS)
+
+
+@router.get("/review")
+def review(web: WebDep, request: Request, project: Text = None) -> HTMLResponse:
+    """The monthly review: current versions whose metrics drifted, and those due for retraining."""
+    with web.wl.evaluation(write=False) as ev:
+        items = ev.review(project=project or None)
+    return page(request, "review.html", {"items": items, "project": project}, web=web)

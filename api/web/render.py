@@ -1,0 +1,78 @@
+"""Templates in, HTML responses out, each with the headers that keep the dashboard to itself.
+
+The Content-Security-Policy allows scripts, styles, images and requests from this server only (and
+``data:`` images), no framing, and forms that post here alone; autoescaping is on for every template.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from api.web import charts
+
+if TYPE_CHECKING:
+    from api.web.session import Web
+
+__all__ = ["HEADERS", "error_page", "page"]
+
+HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M UTC") if value else "—"
+
+
+def _score(value: Any) -> str:
+    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+ENV = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.filters.update(when=_when, score=_score, pretty=_pretty)
+ENV.globals.update(
+    line_chart=lambda *a, **k: Markup(charts.line_chart(*a, **k)),
+    bar_chart=lambda *a, **k: Markup(charts.bar_chart(*a, **k)),
+)
+
+
+def page(
+    request: Request, template: str, context: dict[str, Any], *, web: Web | None, status: int = 200
+) -> HTMLResponse:
+    user = None
+    if web is not None:
+        user = {"name": web.principal.user, "role": web.principal.role, "project": web.principal.project,
+                "admin": web.principal.role == "admin"}  # fmt: skip
+    html = ENV.get_template(template).render(
+        request=request, user=user, csrf=web.csrf if web else "", path=request.url.path, **context
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def error_page(request: Request, status: int, code: str, message: str, hint: str | None) -> HTMLResponse:
+    return page(request, "error.html", {"status": status, "code": code, "message": message, "hint": hint}, web=None,
+                status=status)  # fmt: skip
