@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors, web
@@ -115,6 +116,8 @@ def create_app(
     errors.install(app)
 
     app.add_middleware(FreshAfterWrites, generation=app.state.wanlora.generation)
+    if local_sign_in is not None:  # `wanlora dashboard`: loopback names only, so no rebound DNS name reaches it
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=["127.0.0.1", "localhost"])
     app.add_middleware(BodyLimit)
 
     app.include_router(loras.every_project)

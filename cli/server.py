@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -52,3 +53,49 @@ def demo(
     from cli.demo import run_demo
 
     run_demo(keep)
+
+
+@app.command()
+def dashboard(
+    port: Annotated[int, typer.Option("--port", help="Port on 127.0.0.1 (0: any free one).")] = 0,
+    browser: Annotated[bool, typer.Option("--browser/--no-browser", help="Open it in the default browser.")] = True,
+) -> None:
+    """Open the web dashboard. Embedded default: serve it on 127.0.0.1 for you (the local user, admin of
+    every project) and sign the browser in once; with --server: open the team server's dashboard."""
+    import webbrowser
+
+    config = settings()
+    if config.server:
+        url = config.server.rstrip("/") + "/"
+        render.console.print(f"the team server's dashboard: {url} (sign in with your API token)")
+        if browser:
+            webbrowser.open(url)
+        return
+    try:
+        import uvicorn
+
+        from api.deps import LocalSignIn
+        from api.main import create_app
+    except ImportError:
+        raise InvalidInput("the dashboard needs the server extra", hint="pip install 'wanlora[server]'") from None
+    if not 0 <= port <= 65535:
+        raise InvalidInput(f"--port {port} is not a port", hint="0 to 65535 (0: any free one)")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(("127.0.0.1", port))
+    except OSError as exc:
+        raise InvalidInput(
+            f"port {port} on 127.0.0.1 is taken ({exc.strerror})", hint="--port 0 picks a free one"
+        ) from None
+    bound = sock.getsockname()[1]
+    local = LocalSignIn(config.user)
+    app_ = create_app(config, local_sign_in=local)
+    url = f"http://127.0.0.1:{bound}/"
+    link = f"{url}signin#{local.issue()}"  # the code rides in the fragment: never sent to a server or logged
+    render.console.print(f"wanlora dashboard on [bold]{url}[/] as {config.user} (local admin); Ctrl-C stops it")
+    render.console.print(f"sign-in link (works once, within {local.seconds:.0f} s): {link}", soft_wrap=True)
+    if browser:
+        webbrowser.open(link)
+    server = uvicorn.Server(uvicorn.Config(app_, log_level="warning", access_log=False))
+    server.run(sockets=[sock])

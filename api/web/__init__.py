@@ -21,7 +21,7 @@ STATIC = Path(__file__).parent / "static"
 def install(app: FastAPI) -> None:
     from api.web import actions, admin, docs, pages, session
 
+    docs.install(app)  # first: its assets live under /static/docs
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    docs.install(app)
     for module in (session, pages, actions, admin):
         app.include_router(module.router)

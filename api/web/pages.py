@@ -32,6 +32,7 @@ PER_PAGE = 50
 def loras(
     web: WebDep, request: Request, project: Text = None, q: Text = None, category: Text = None, status: Text = None,
     base_model: Text = None, trigger: Text = None, page_no: Annotated[int, Query(alias="page", ge=1, le=100_000)] = 1,
+    per_page: Annotated[int, Query(alias="per", ge=1, le=200)] = PER_PAGE,
 ) -> HTMLResponse:  # fmt: skip
     """Projects and LoRAs: search and filters, a page at a time."""
     filters = {"project": project or None, "q": q or None, "category": category or None, "status": status or None,
@@ -39,13 +40,15 @@ def loras(
     with web.wl.registry(write=False) as reg:
         found = reg.browse(
             project=filters["project"], search=filters["q"], category=filters["category"], status=filters["status"],
-            base_model=filters["base_model"], trigger=filters["trigger"], offset=(page_no - 1) * PER_PAGE,
-            limit=PER_PAGE,
+            base_model=filters["base_model"], trigger=filters["trigger"], offset=(page_no - 1) * per_page,
+            limit=per_page,
         )  # fmt: skip
         facets = reg.facets()
         projects = reg.projects()
-    pages = max(1, math.ceil(found.total / PER_PAGE))
-    kept = {k: v for k, v in filters.items() if v}
+    pages = max(1, math.ceil(found.total / per_page))
+    kept: dict[str, str | int] = {k: v for k, v in filters.items() if v}
+    if per_page != PER_PAGE:
+        kept["per"] = per_page
 
     def link(n: int) -> str:
         return "/?" + urlencode({**kept, "page": n})
