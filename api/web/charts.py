@@ -14,7 +14,7 @@ __all__ = ["bar_chart", "line_chart"]
 
 MAX_POINTS = 2000
 COLOURS = ("#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2")
-W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 260, 56, 16, 16, 40
+W, H, PAD_L, PAD_R, PAD_T, PAD_B = 640, 270, 56, 16, 16, 56
 
 
 def _ticks(low: float, high: float, n: int = 5) -> list[float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,20 +41,34 @@ def _when(value: datetime | None) -> str:
 
 
 def _score(value: Any) -> str:
-    return f"{value:.2f}" if isinstance(value, int | float) and not isinstance(value, bool) else str(value)
+    """Counts as they are, measurements to two decimals."""
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def _num(value: Any) -> Any:
+    """A setting as a person reads it: 0.0003, not 0.00030000000000000003."""
+    return f"{value:.6g}" if isinstance(value, float) else value
 
 
 def _pretty(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
 
 
+def _plain(value: Any) -> Any:
+    """What ``{{ value }}`` prints: an enum's value (``current``), not its name (``Status.CURRENT``)."""
+    return value.value if isinstance(value, Enum) else value
+
+
 ENV = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    finalize=_plain,
     autoescape=select_autoescape(default=True, default_for_string=True),
     trim_blocks=True,
     lstrip_blocks=True,
 )
-ENV.filters.update(when=_when, score=_score, pretty=_pretty)
+ENV.filters.update(when=_when, score=_score, pretty=_pretty, num=_num, plain=_plain)
 ENV.globals.update(
     line_chart=lambda *a, **k: Markup(charts.line_chart(*a, **k)),
     bar_chart=lambda *a, **k: Markup(charts.bar_chart(*a, **k)),

@@ -200,4 +200,5 @@ def test_docs_and_redoc_work_with_no_cdn(dash: Dash) -> None:
         assert "cdn" not in html and "googleapis" not in html and "tiangolo" not in html
         for asset in (u for u in urls if u.startswith("/static/")):
             assert client.get(asset).status_code == 200, asset
+    assert b"cdn.redoc.ly" not in client.get("/static/docs/redoc.standalone.js").content  # its logo, served here
     assert client.get("/openapi.json").json()["info"]["title"] == "wanlora"
