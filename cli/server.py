@@ -88,6 +88,7 @@ def dashboard(
         raise InvalidInput(
             f"port {port} on 127.0.0.1 is taken ({exc.strerror})", hint="--port 0 picks a free one"
         ) from None
+    sock.listen(128)  # connections wait in the backlog until the server runs: the browser may open at once
     bound = sock.getsockname()[1]
     local = LocalSignIn(config.user)
     app_ = create_app(config, local_sign_in=local)

@@ -18,6 +18,7 @@ from registry.domain.access import Action
 from registry.domain.enums import Category, Status
 from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.eval_schemas import EvaluationPublic, TrialPublic
+from registry.domain.notes import training_notes
 from registry.domain.schemas import VersionPublic
 
 __all__ = ["router"]
@@ -143,9 +144,11 @@ def _loss(version: VersionPublic) -> dict[str, list[list[float]]]:
 def version(web: WebDep, request: Request, project: str, name: str, version: str) -> HTMLResponse:
     """A version: what it was trained on and how, its files, its loss curve, its evaluation and notes."""
     with web.wl.registry(write=False) as reg:
-        found = reg.get_version(project=project, name=name, version=version)
-        lora = reg.get_lora(project=project, name=name)
-        notes = reg.notes(project=project, name=name)
+        lora = reg.get_lora(project=project, name=name)  # every version the caller may see: one query for all
+        found = next((v for v in lora.versions if v.version == version), None)
+        if found is None:
+            found = reg.get_version(project=project, name=name, version=version)  # raises its NotFound
+    notes = training_notes(lora)
     evidence = _evidence(web, project, name, found.version)
     quality = evidence["latest"].get("quality")
     trial = _trial(web, project, name)

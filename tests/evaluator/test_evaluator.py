@@ -130,6 +130,14 @@ def test_phase_2_scores_against_base_and_previous_with_a_sweep_and_a_report(wl: 
     preview = report.parent / "preview.png"  # a contact-sheet frame, recorded for the hosts' sidecars
     with wl.registry(write=False) as reg:
         assert reg.preview(project="default", name="sarah", version="1.1.0") == preview.read_bytes()
+    with wl.evaluation(write=False) as ev:  # the contact sheet and report.md, kept for the dashboard
+        evaluation_id = result["evaluation_id"]
+        assert sorted(ev.attachment_names(project="default", name="sarah", version="1.1.0")[evaluation_id]) == [
+            "contact.png", "report.md"]  # fmt: skip
+        sheet = ev.attachment(
+            project="default", name="sarah", version="1.1.0", evaluation_id=evaluation_id, file="contact.png"
+        )
+        assert sheet == ("image/png", (report.parent / "contact.png").read_bytes())
     # base generations were made once: 3 prompts × steps × 2 (guidance), not once per strength
     passes = summary["forward_passes"]
     assert passes["base"] == 3 * 4 * 2 and passes["lora"] == (4 + 1) * 3 * 4 * 2

@@ -4,13 +4,20 @@ a real browser: test_browser.py."""
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
 import re
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import BACKENDS
-from tests.web.conftest import Dash, csrf_of, sign_in
+from tests.web.conftest import NONCE, Dash, csrf_of, sign_in
 
 HREFS = re.compile(r'(?:href|src|action)="([^"]*)"')
 
@@ -202,3 +209,56 @@ def test_docs_and_redoc_work_with_no_cdn(dash: Dash) -> None:
             assert client.get(asset).status_code == 200, asset
     assert b"cdn.redoc.ly" not in client.get("/static/docs/redoc.standalone.js").content  # its logo, served here
     assert client.get("/openapi.json").json()["info"]["title"] == "wanlora"
+
+
+def test_evaluation_attachments_are_checked_like_the_preview(dash: Dash) -> None:
+    from registry.domain.errors import InvalidInput
+    from registry.domain.eval_schemas import EvaluationIn
+
+    wl = dash.app.state.wanlora.wl
+    with wl.evaluation() as ev:
+        digest = ev.digest(project="p1", name="sarah", version="1.3.0")
+    bad = {
+        "technical": {"phase": "technical", "report_md": "# no"},
+        "base64": {"phase": "quality", "contact_sheet_png": "!!!"},
+        "png": {"phase": "quality", "contact_sheet_png": base64.b64encode(b"GIF89a" + b"\0" * 20).decode()},
+    }
+    for why, fields in bad.items():
+        with pytest.raises(InvalidInput), wl.evaluation() as ev:
+            ev.record(project="p1", name="sarah", version="1.3.0",
+                      result=EvaluationIn(digest=digest, passed=True, **fields))  # type: ignore[arg-type]  # fmt: skip
+        assert why
+    root = dash.client("root")
+    assert root.get("/loras/p1/sarah/v/1.2.0/evaluations/1/secrets.txt").status_code == 404
+    production = dash.client("production")  # 1.2.0 is testing: its evidence does not exist for production
+    page = root.get("/loras/p1/sarah/v/1.2.0").text
+    sheet = re.search(r'src="(/loras/p1/sarah/v/1.2.0/evaluations/\d+/contact.png)"', page)[1]  # type: ignore[index]
+    assert production.get(sheet).status_code == 404
+
+
+def test_wanlora_dashboard_serves_the_embedded_default_to_the_local_user(tmp_path: Path) -> None:
+    env = {**os.environ, "WANLORA_HOME": str(tmp_path / "home"), "WANLORA_USER": "dana"}
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "dashboard", "--no-browser"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        link = ""
+        deadline = time.monotonic() + 60
+        while not link and time.monotonic() < deadline:
+            line = proc.stdout.readline()  # type: ignore[union-attr]
+            found = re.search(r"(http://127\.0\.0\.1:\d+/)signin#(\S+)", line)
+            link = found[0] if found else ""
+        assert link, "no sign-in link printed"
+        base, code = link.split("signin#")
+        with httpx.Client(base_url=base) as browser:
+            nonce = NONCE.search(browser.get("/signin").text)[1]  # type: ignore[index]
+            signed = browser.post("/signin/local", data={"code": code, "nonce": nonce})
+            assert signed.status_code == 303 and "HttpOnly" in signed.headers["set-cookie"]
+            assert "dana · admin in every project" in browser.get("/").text
+            again = httpx.post(
+                base + "signin/local", data={"code": code, "nonce": nonce}, cookies={"wanlora_signin": nonce}
+            )
+            assert again.status_code == 401  # the code works once
+            assert httpx.get(base, headers={"Host": "rebound.example"}).status_code == 400  # loopback names only
+    finally:
+        proc.terminate()
+        proc.wait(10)
