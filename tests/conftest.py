@@ -202,6 +202,7 @@ SECURITY_SUITE = {
     "tests/api/test_route_matrix.py", "tests/api/test_schemathesis.py", "tests/api/test_hostile_uploads.py",
     "tests/api/test_api_concurrency.py", "tests/api/test_sign_in_limits.py", "tests/api/test_body_limit.py",
     "tests/api/test_integrity.py", "tests/api/test_error_table.py", "tests/cli/test_disk_full.py",
+    "tests/web/test_dashboard.py",
 }  # fmt: skip
 
 

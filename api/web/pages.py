@@ -115,11 +115,17 @@ def _evidence(web: WebDep, project: str, name: str, version: str) -> dict[str, A
 def _sweep(evaluation: EvaluationPublic | None) -> dict[str, list[list[float]]]:
     """Phase 2's strength sweep as one line per score: strength → score."""
     sweep = (evaluation.details.get("sweep") if evaluation else None) or {}
+    if not isinstance(sweep, dict):
+        return {}
+    by_strength = sorted(
+        ((s, scores) for k, scores in sweep.items() if (s := _strength(k)) is not None and isinstance(scores, dict)),
+        key=lambda pair: pair[0],
+    )
     lines: dict[str, list[list[float]]] = {}
-    for strength, scores in sorted(sweep.items(), key=lambda kv: float(kv[0])):
-        for key, value in (scores or {}).items():
-            if isinstance(value, int | float):
-                lines.setdefault(key.replace("_", " "), []).append([float(strength), float(value)])
+    for strength, scores in by_strength:
+        for key, value in scores.items():
+            if _is_number(value):
+                lines.setdefault(str(key).replace("_", " "), []).append([strength, float(value)])
     return lines
 
 
@@ -127,17 +133,45 @@ def _against(evaluation: EvaluationPublic | None) -> dict[str, dict[str, float]]
     """Phase 2's scores against the base model and the previous version."""
     if evaluation is None:
         return {}
+    def numbers(values: object) -> dict[str, float]:
+        return {str(k): float(v) for k, v in values.items() if _is_number(v)} if isinstance(values, dict) else {}
+
     ours = {k: v for k, v in evaluation.scores.items() if k != "best_strength"}
-    out = {"this version": ours, "base model": evaluation.details.get("base") or {}}
+    out = {"this version": ours, "base model": numbers(evaluation.details.get("base"))}
     if evaluation.details.get("previous"):
-        out[f"previous ({evaluation.details.get('previous_version', '?')})"] = evaluation.details["previous"]
+        out[f"previous ({evaluation.details.get('previous_version', '?')})"] = numbers(evaluation.details["previous"])
     return out
 
 
 def _loss(version: VersionPublic) -> dict[str, list[list[float]]]:
-    training = version.hyperparameters.get("training") or {}
-    curve = training.get("loss_curve") or []
-    return {"training loss": [p for p in curve if isinstance(p, list | tuple) and len(p) == 2]}
+    curve = _training(version).get("loss_curve") or []
+    if not isinstance(curve, list):
+        return {"training loss": []}
+    points = [p for p in curve if isinstance(p, list | tuple) and len(p) == 2 and all(map(_is_number, p))]
+    return {"training loss": [[float(x), float(y)] for x, y in points]}
+
+
+def _training(version: VersionPublic) -> dict[str, Any]:
+    """What the bundled trainer recorded (hyperparameters["training"]); anything else is left out."""
+    training = version.hyperparameters.get("training")
+    if not isinstance(training, dict):
+        return {}
+    out = dict(training)
+    for key, kind in (("val_loss_by_timestep", dict), ("diagnostics", list)):
+        if not isinstance(out.get(key), kind):
+            out.pop(key, None)
+    return out
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _strength(key: object) -> float | None:
+    try:
+        return float(key)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
 
 
 @router.get(LORA + "/v/{version}")
@@ -152,7 +186,7 @@ def version(web: WebDep, request: Request, project: str, name: str, version: str
     evidence = _evidence(web, project, name, found.version)
     quality = evidence["latest"].get("quality")
     trial = _trial(web, project, name)
-    training = found.hyperparameters.get("training") or {}
+    training = _training(found)
     return page(request, "version.html", {
         "v": found, "lora": lora, "project": project, **evidence, "quality": quality, "sweep": _sweep(quality),
         "against": _against(quality), "loss": _loss(found), "training": training,

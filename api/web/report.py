@@ -20,7 +20,7 @@ def render_markdown(text: str, *, images: Mapping[str, str]) -> str:
     def image(_self: Any, tokens: list[Token], idx: int, options: Any, env: Any) -> str:
         token = tokens[idx]
         src = str(token.attrs.get("src", ""))
-        alt = md.renderer.renderInlineAsText(token.children or [], options, env)
+        alt = token.content  # the alt text, as written
         if src not in images:
             return f'<span class="muted">[{escapeHtml(alt)}: drawn above]</span>'
         return f'<img src="{escapeHtml(images[src])}" alt="{escapeHtml(alt)}" loading="lazy">'

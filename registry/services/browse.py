@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 
+import semver
 from sqlalchemy import String, and_, cast, exists, false, func, or_
 from sqlmodel import col, select
 
@@ -12,7 +13,7 @@ from registry.db.tables import Lora, Project, Version
 from registry.domain.access import Action
 from registry.domain.enums import Category, Status
 from registry.domain.schemas import LoraPage, LoraSummary
-from registry.services.lookups import project_row, version_semver
+from registry.services.lookups import project_row
 from registry.services.scope import Service
 
 __all__ = ["MAX_PAGE", "BrowseService"]
@@ -57,24 +58,30 @@ class BrowseService(Service):
             quoted = _like('"' + trigger.strip().lower() + '"')
             query = query.where(func.lower(cast(Lora.trigger_words, String)).like(quoted, escape="\\"))
         if status:
-            with_status = exists().where(Version.lora_id == Lora.id, Version.status == status)
+            with_status = exists().where(col(Version.lora_id) == col(Lora.id), col(Version.status) == status)
             allowed = [p for p in visible if status in readable[p]]
             query = query.where(and_(col(Project.name).in_(allowed), with_status) if allowed else false())
         total = self.session.exec(select(func.count()).select_from(query.subquery())).one()
         rows = list(self.session.exec(query.order_by(Project.name, Lora.name).offset(offset).limit(limit)).all())
-        by_lora: dict[int, list[Version]] = defaultdict(list)
+        # Only the columns a summary needs (not the JSON ones): a page is 50 LoRAs × their versions.
+        by_lora: dict[int, list[tuple[semver.Version, str, str]]] = defaultdict(list)
         if rows:
-            for v in self.session.exec(select(Version).where(col(Version.lora_id).in_([lora.id for lora, _ in rows]))):
-                by_lora[v.lora_id].append(v)
+            columns = select(Version.lora_id, Version.version, Version.status, Version.major, Version.minor,
+                             Version.patch, Version.prerelease)  # fmt: skip
+            page_ids = [lora.id for lora, _ in rows]
+            for lora_id, number, state, major, minor, patch, pre in self.session.exec(
+                columns.where(col(Version.lora_id).in_(page_ids))
+            ).all():
+                by_lora[lora_id].append((semver.Version(major, minor, patch, pre), number, state))
         items = []
         for lora, proj in rows:
-            versions = sorted((v for v in by_lora[lora.id or 0] if v.status in readable[proj.name]), key=version_semver)
+            versions = sorted((v for v in by_lora[lora.id or 0] if v[2] in readable[proj.name]), key=lambda v: v[0])
             items.append(
                 LoraSummary(
                     project=proj.name, name=lora.name, category=Category(lora.category), base_model=lora.base_model,
-                    current_version=next((v.version for v in versions if v.status == Status.CURRENT.value), None),
-                    latest_version=versions[-1].version if versions else None, version_count=len(versions),
-                    statuses=dict(Counter(v.status for v in versions)), trigger_words=list(lora.trigger_words or []),
+                    current_version=next((n for _, n, st in versions if st == Status.CURRENT.value), None),
+                    latest_version=versions[-1][1] if versions else None, version_count=len(versions),
+                    statuses=dict(Counter(st for _, _, st in versions)), trigger_words=list(lora.trigger_words or []),
                 )
             )  # fmt: skip
         return LoraPage(items=items, total=total, offset=offset, limit=limit)

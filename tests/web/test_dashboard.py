@@ -262,3 +262,27 @@ def test_wanlora_dashboard_serves_the_embedded_default_to_the_local_user(tmp_pat
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_odd_recorded_data_never_breaks_a_page(dash: Dash, tmp_path: Path) -> None:
+    """Hyperparameters and evaluation details are whatever a trainer or an evaluator sent: a page shows
+    what it can read and leaves the rest out, never a 500."""
+    from registry.domain.eval_schemas import EvaluationIn
+    from tests.helpers import register
+
+    wl = dash.app.state.wanlora.wl
+    odd = {"training": {"loss_curve": [["a", 1], [1, "b"], 5, [True, 2], [3, 0.5]], "val_loss_by_timestep": [1],
+                        "diagnostics": 3, "checkpoint_step": {"x": 1}}, "note": None, "tags": [1, {"a": 2}]}  # fmt: skip
+    register(wl, tmp_path, project="p1", lora="odd", version="0.1.0", seed=40, hyperparameters=odd)
+    with wl.evaluation() as ev:
+        digest = ev.digest(project="p1", name="odd", version="0.1.0")
+        ev.record(project="p1", name="odd", version="0.1.0", result=EvaluationIn(
+            phase="quality", digest=digest, passed=True, scores={"consistency": 7.0},
+            details={"checks": 5, "sweep": {"x": {"a": 1}, "0.5": {"a": "b", "c": 2}, "1": 3}, "base": [1],
+                     "previous": "no", "best_strength": {"odd": True}},
+        ))  # fmt: skip
+    root = dash.client("root")
+    for path in ("/loras/p1/odd", "/loras/p1/odd/v/0.1.0", "/?q=odd"):
+        assert root.get(path).status_code == 200, path
+    register(wl, tmp_path, project="p1", lora="odd", version="0.2.0", seed=41)
+    assert root.get("/loras/p1/odd/compare?old=0.1.0&new=0.2.0").status_code == 200
