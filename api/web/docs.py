@@ -27,7 +27,9 @@ def _redoc_bundle() -> bytes:
 
 
 def install(app: FastAPI) -> None:
-    title = app.title
+    # Plain values, not the app: a route that closed over the app would put it in a reference cycle,
+    # and an app kept alive by the cycle collector keeps its database pool open.
+    title, openapi_url = app.title, app.openapi_url or "/openapi.json"
 
     @app.get(f"{ASSETS}/redoc.standalone.js", include_in_schema=False)
     def redoc_bundle() -> Response:  # before the mount below, so that this route answers for the file
@@ -40,7 +42,7 @@ def install(app: FastAPI) -> None:
     @app.get("/docs", include_in_schema=False)
     def swagger() -> HTMLResponse:
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{title} · API", swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            openapi_url=openapi_url, title=f"{title} · API", swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
             swagger_css_url=f"{ASSETS}/swagger-ui.css", swagger_favicon_url=f"{ASSETS}/favicon.png",
             oauth2_redirect_url="/docs/oauth2-redirect", swagger_ui_parameters={"validatorUrl": None},
         )  # fmt: skip
@@ -52,6 +54,6 @@ def install(app: FastAPI) -> None:
     @app.get("/redoc", include_in_schema=False)
     def redoc() -> HTMLResponse:
         return get_redoc_html(
-            openapi_url=app.openapi_url or "/openapi.json", title=f"{title} · API", redoc_js_url=f"{ASSETS}/redoc.standalone.js",
+            openapi_url=openapi_url, title=f"{title} · API", redoc_js_url=f"{ASSETS}/redoc.standalone.js",
             redoc_favicon_url=f"{ASSETS}/favicon.png", with_google_fonts=False,
         )  # fmt: skip

@@ -133,6 +133,7 @@ def _against(evaluation: EvaluationPublic | None) -> dict[str, dict[str, float]]
     """Phase 2's scores against the base model and the previous version."""
     if evaluation is None:
         return {}
+
     def numbers(values: object) -> dict[str, float]:
         return {str(k): float(v) for k, v in values.items() if _is_number(v)} if isinstance(values, dict) else {}
 

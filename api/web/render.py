@@ -10,7 +10,7 @@ import json
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fastapi import Request
 from fastapi.responses import HTMLResponse
@@ -18,11 +18,17 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from api.web import charts
+from registry.domain.access import Principal
 
-if TYPE_CHECKING:
-    from api.web.session import Web
+__all__ = ["HEADERS", "Viewer", "error_page", "page"]
 
-__all__ = ["HEADERS", "error_page", "page"]
+
+class Viewer(Protocol):
+    """Who a page is drawn for (``api.web.session.Web``): the header names them, forms carry the token."""
+
+    principal: Principal
+    csrf: str
+
 
 HEADERS = {
     "Content-Security-Policy": (
@@ -76,7 +82,7 @@ ENV.globals.update(
 
 
 def page(
-    request: Request, template: str, context: dict[str, Any], *, web: Web | None, status: int = 200
+    request: Request, template: str, context: dict[str, Any], *, web: Viewer | None, status: int = 200
 ) -> HTMLResponse:
     user = None
     if web is not None:

@@ -7,6 +7,7 @@ from collections import Counter, defaultdict
 
 import semver
 from sqlalchemy import String, and_, cast, exists, false, func, or_
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from registry.db.tables import Lora, Project, Version
@@ -66,10 +67,10 @@ class BrowseService(Service):
         # Only the columns a summary needs (not the JSON ones): a page is 50 LoRAs × their versions.
         by_lora: dict[int, list[tuple[semver.Version, str, str]]] = defaultdict(list)
         if rows:
-            columns = select(Version.lora_id, Version.version, Version.status, Version.major, Version.minor,
-                             Version.patch, Version.prerelease)  # fmt: skip
+            names = ("lora_id", "version", "status", "major", "minor", "patch", "prerelease")
+            columns = sa_select(*(col(getattr(Version, n)) for n in names))
             page_ids = [lora.id for lora, _ in rows]
-            for lora_id, number, state, major, minor, patch, pre in self.session.exec(
+            for lora_id, number, state, major, minor, patch, pre in self.session.execute(
                 columns.where(col(Version.lora_id).in_(page_ids))
             ).all():
                 by_lora[lora_id].append((semver.Version(major, minor, patch, pre), number, state))

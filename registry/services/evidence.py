@@ -139,13 +139,7 @@ def _attachments(result: EvaluationIn) -> dict[str, tuple[str, bytes]]:
     if (result.contact_sheet_png or result.report_md) and result.phase != "quality":
         raise InvalidInput("only a phase 2 (quality) result carries a contact sheet or a report")
     if result.contact_sheet_png:
-        try:
-            png = base64.b64decode(result.contact_sheet_png, validate=True)
-        except ValueError:
-            raise InvalidInput("the contact sheet is not base64", hint="send the PNG's bytes base64-encoded") from None
-        if len(png) > MAX_CONTACT_SHEET_BYTES or not png.startswith(PNG_SIGNATURE):
-            raise InvalidInput(f"the contact sheet must be a PNG of at most {MAX_CONTACT_SHEET_BYTES // 1024} KB")
-        out["contact.png"] = ("image/png", png)
+        out["contact.png"] = ("image/png", _png(result.contact_sheet_png, "the contact sheet", MAX_CONTACT_SHEET_BYTES))
     if result.report_md:
         check_text(result.report_md, "evaluation report", MAX_REPORT_CHARS)
         out["report.md"] = ("text/markdown; charset=utf-8", result.report_md.encode())
@@ -158,10 +152,15 @@ def _preview(result: EvaluationIn) -> bytes | None:
         return None
     if result.phase != "quality":
         raise InvalidInput("only a phase 2 (quality) result carries a preview")
+    return _png(result.preview_png, "the preview", MAX_PREVIEW_BYTES)
+
+
+def _png(text: str, what: str, limit: int) -> bytes:
+    """A base64 PNG of at most ``limit`` bytes, decoded; InvalidInput naming ``what`` otherwise."""
     try:
-        png = base64.b64decode(result.preview_png, validate=True)
+        png = base64.b64decode(text, validate=True)
     except ValueError:
-        raise InvalidInput("the preview is not base64", hint="send the PNG's bytes base64-encoded") from None
-    if len(png) > MAX_PREVIEW_BYTES or not png.startswith(PNG_SIGNATURE):
-        raise InvalidInput(f"the preview must be a PNG of at most {MAX_PREVIEW_BYTES // 1024} KB")
+        raise InvalidInput(f"{what} is not base64", hint="send the PNG's bytes base64-encoded") from None
+    if len(png) > limit or not png.startswith(PNG_SIGNATURE):
+        raise InvalidInput(f"{what} must be a PNG of at most {limit // 1024} KB")
     return png

@@ -21,7 +21,7 @@ def test_an_oversized_json_body_is_refused(api: Api) -> None:
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
         yield b'{"name": "'
-        for _ in range(40):
+        for _ in range(MAX_JSON_BODY // 65536 + 8):
             yield b"x" * 65536
         yield b'"}'
 
