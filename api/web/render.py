@@ -7,6 +7,7 @@ The Content-Security-Policy allows scripts, styles, images and requests from thi
 from __future__ import annotations
 
 import json
+import re
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
@@ -81,6 +82,15 @@ ENV.globals.update(
 )
 
 
+_DONE = re.compile(r"(promoted|rolled back to|deprecated) [0-9A-Za-z.+-]{1,64}")
+
+
+def _done(text: str | None) -> str | None:
+    """The confirmation after an action's redirect; only the shapes the actions write (a link cannot
+    make the page say something else)."""
+    return text if text and _DONE.fullmatch(text) else None
+
+
 def page(
     request: Request, template: str, context: dict[str, Any], *, web: Viewer | None, status: int = 200
 ) -> HTMLResponse:
@@ -89,8 +99,9 @@ def page(
         user = {"name": web.principal.user, "role": web.principal.role, "project": web.principal.project,
                 "admin": web.principal.role == "admin"}  # fmt: skip
     html = ENV.get_template(template).render(
-        request=request, user=user, csrf=web.csrf if web else "", path=request.url.path, **context
-    )
+        request=request, user=user, csrf=web.csrf if web else "", path=request.url.path,
+        done=_done(request.query_params.get("done")), **context,
+    )  # fmt: skip
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 

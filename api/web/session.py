@@ -122,11 +122,11 @@ def _signed_in(request: Request, secret: str, expires_in: float, to: str) -> Res
 
 
 @router.get("/signin")
-def sign_in_form(request: Request, next: str = "/", error: str | None = None) -> Response:
+def sign_in_form(request: Request, next: str = "/") -> Response:
     nonce = request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(24)
     local = getattr(request.app.state.wanlora, "local_sign_in", None) is not None
     response = page(
-        request, "signin.html", {"next": safe_next(next), "nonce": nonce, "error": error, "local": local}, web=None
+        request, "signin.html", {"next": safe_next(next), "nonce": nonce, "error": None, "local": local}, web=None
     )
     response.set_cookie(
         SIGN_IN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request), path="/signin"

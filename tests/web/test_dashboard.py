@@ -177,6 +177,9 @@ def test_rendering_is_escaped_and_reports_cannot_inject(dash: Dash) -> None:
     page = dash.client("root").get("/loras/p1/sarah/v/1.3.0").text
     assert "<script>alert" not in page and "<script>x" not in page and "<img src=x" not in page
     assert "&lt;script&gt;" in page and "evil.example" not in page and 'href="javascript' not in page
+    root = dash.client("root")
+    assert "Done: promoted 1.2.0." in root.get("/loras/p1/sarah?done=promoted+1.2.0").text
+    assert "call" not in root.get("/loras/p1/sarah?done=promoted+1.2.0.+Now+call+555-0100").text  # only its own shapes
 
 
 def test_no_secret_goes_into_a_url_or_a_log(dash: Dash, caplog: pytest.LogCaptureFixture) -> None:
