@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 
-from api.deps import IdPath
+from api.deps import MAX_ID, IdPath
 from api.web.render import HEADERS, page
 from api.web.report import render_markdown
 from api.web.session import WebDep
@@ -244,28 +244,32 @@ def compare(
     }, web=web)  # fmt: skip
 
 
-def _events(web: WebDep, request: Request, project: str, name: str | None, limit: int) -> HTMLResponse:
+def _events(web: WebDep, request: Request, project: str, name: str | None, before: int | None) -> HTMLResponse:
     if not web.can(project, Action.HISTORY_READ):
         raise PermissionDenied(f"{web.principal.describe()} may not read the history of project {project}")
     with web.wl.registry(write=False) as reg:
-        events = reg.history(project=project, name=name, limit=limit)
-    return page(request, "events.html", {"events": events, "project": project, "name": name, "limit": limit},
-                web=web)  # fmt: skip
+        events = reg.history(project=project, name=name, limit=EVENTS_PER_PAGE + 1, before=before)
+    older = events[EVENTS_PER_PAGE - 1].id if len(events) > EVENTS_PER_PAGE else None
+    return page(request, "events.html", {
+        "events": events[:EVENTS_PER_PAGE], "project": project, "name": name,
+        "older": f"{request.url.path}?before={older}" if older else None, "paged": before is not None,
+    }, web=web)  # fmt: skip
 
 
-Limit = Annotated[int, Query(ge=1, le=1000)]
+EVENTS_PER_PAGE = 100
+Before = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 
 
 @router.get(LORA + "/events")
-def lora_events(web: WebDep, request: Request, project: str, name: str, limit: Limit = 200) -> HTMLResponse:
+def lora_events(web: WebDep, request: Request, project: str, name: str, before: Before = None) -> HTMLResponse:
     """The LoRA's event timeline: who, when, from → to, why; overrides with what was missing."""
-    return _events(web, request, project, name, limit)
+    return _events(web, request, project, name, before)
 
 
 @router.get("/projects/{project}/events")
-def project_events(web: WebDep, request: Request, project: str, limit: Limit = 200) -> HTMLResponse:
-    """Every LoRA's events in a project, newest first."""
-    return _events(web, request, project, None, limit)
+def project_events(web: WebDep, request: Request, project: str, before: Before = None) -> HTMLResponse:
+    """Every LoRA's events in a project, newest first, a page at a time."""
+    return _events(web, request, project, None, before)
 
 
 @router.get(LORA + "/trial")

@@ -151,7 +151,10 @@ class CatalogueService(Service):
         self.scope.require(project, Action.LORA_READ)
         return visible_version(self.scope, project=project, name=name, version=version)
 
-    def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]:
+    def history(
+        self, *, project: str, name: str | None = None, limit: int | None = None, before: int | None = None
+    ) -> list[EventPublic]:
+        """Events newest first; ``before`` (an event id) pages back through older ones."""
         self.scope.require(project, Action.HISTORY_READ)
         query = (
             select(Event, Lora, Project)
@@ -162,6 +165,8 @@ class CatalogueService(Service):
         if name is not None:
             _, lora = lora_row(self.scope, project, name)
             query = query.where(Event.lora_id == lora.id)
+        if before is not None:
+            query = query.where(col(Event.id) < before)
         query = query.order_by(col(Event.id).desc())
         if limit:
             query = query.limit(limit)

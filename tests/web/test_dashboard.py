@@ -289,3 +289,25 @@ def test_odd_recorded_data_never_breaks_a_page(dash: Dash, tmp_path: Path) -> No
         assert root.get(path).status_code == 200, path
     register(wl, tmp_path, project="p1", lora="odd", version="0.2.0", seed=41)
     assert root.get("/loras/p1/odd/compare?old=0.1.0&new=0.2.0").status_code == 200
+
+
+def test_the_event_timeline_pages_back_through_older_events(dash: Dash, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.web.pages
+
+    monkeypatch.setattr(api.web.pages, "EVENTS_PER_PAGE", 5)
+    root = dash.client("root")
+    seen: list[str] = []
+    path = "/projects/p1/events"
+    for _ in range(20):
+        html = root.get(path).text
+        ids = re.findall(r'<time datetime="([^"]+)"', html)
+        assert 0 < len(ids) <= 5
+        seen += re.findall(r'<li class="event (event-[a-z_]+)', html)
+        older = re.search(r'<a href="([^"]+)" rel="next">Older events', html)
+        if older is None:
+            break
+        path = older[1].replace("&amp;", "&")
+    with dash.app.state.wanlora.wl.registry(write=False) as reg:
+        everything = reg.history(project="p1")
+    assert len(seen) == len(everything) > 5  # every event once, newest first, page after page
+    assert seen == [f"event-{e.kind}" for e in everything]
