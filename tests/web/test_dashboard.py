@@ -311,3 +311,58 @@ def test_the_event_timeline_pages_back_through_older_events(dash: Dash, monkeypa
         everything = reg.history(project="p1")
     assert len(seen) == len(everything) > 5  # every event once, newest first, page after page
     assert seen == [f"event-{e.kind}" for e in everything]
+
+
+def test_the_monthly_review_names_what_to_retrain_within_the_callers_view(dash: Dash) -> None:
+    from datetime import timedelta
+
+    from sqlmodel import select
+
+    from registry.db.tables import Lora, Version
+    from registry.domain.clock import utcnow
+
+    wl = dash.app.state.wanlora.wl
+    with wl.db.session() as session:  # agent 1.0.0 (project p2) was trained long ago
+        lora = session.exec(select(Lora).where(Lora.name == "agent")).one()
+        version = session.exec(select(Version).where(Version.lora_id == lora.id)).one()
+        version.training_date = utcnow() - timedelta(days=400)
+        session.add(version)
+    review = dash.client("root").get("/review").text
+    assert "p2/agent" in review and "retrain" in review and "trained 400 days ago" in review
+    assert "p2/agent" not in dash.client("admin").get("/review").text  # another project's
+
+
+def test_admin_forms_stop_and_start_a_trial_deprecate_and_manage_users_and_webhooks(dash: Dash) -> None:
+    root = dash.client("root")
+    trial = root.get("/loras/p1/sarah/trial").text
+    assert 'data-field="status">running' in trial
+    stopped = root.post("/loras/p1/sarah/trial/stop", data={"csrf": csrf_of(trial), "reason": "enough"})
+    assert stopped.status_code == 303 and 'data-field="status">stopped' in root.get("/loras/p1/sarah/trial").text
+
+    version = root.get("/loras/p1/sarah/v/1.2.0").text
+    assert "Start a trial" in version
+    started = root.post(
+        "/loras/p1/sarah/trial/start", data={"csrf": csrf_of(version), "version": "1.2.0", "share": "10"}
+    )
+    assert started.status_code == 303
+    assert root.get("/loras/p1/sarah/trial.json").json()["share"] == 10 and "Start a trial" not in root.get(
+        "/loras/p1/sarah/v/1.2.0").text  # fmt: skip
+    refused = root.post("/loras/p1/sarah/trial/start", data={"csrf": csrf_of(version), "version": "1.3.0"})
+    assert refused.status_code == 409 and "already has a trial running" in refused.text  # one at a time
+
+    gone = root.post("/loras/p1/sarah/v/1.0.0/deprecate", data={"csrf": csrf_of(version), "reason": "old"})
+    assert gone.status_code == 303
+    done = root.post("/loras/p1/sarah/v/1.3.0/deprecate", data={"csrf": csrf_of(version), "reason": "never"})
+    assert done.status_code == 303 and "Done: deprecated 1.3.0." in root.get(done.headers["location"]).text
+
+    admin = root.get("/admin").text
+    csrf = csrf_of(admin)
+    assert root.post("/admin/users", data={"csrf": csrf, "name": "newbie"}).status_code == 303
+    bad = root.post("/admin/users", data={"csrf": csrf, "name": "../etc"})
+    assert bad.status_code == 400 and "user name" in bad.text  # refused on the page, with what to do
+    assert root.post("/admin/users/newbie/remove", data={"csrf": csrf}).status_code == 303
+    assert "removed" in root.get("/admin").text
+    hook = root.post("/admin/webhooks", data={"csrf": csrf, "url": "http://127.0.0.1:9/hook", "project": "p1",
+                                              "events": ["promote", "rollback"]})  # fmt: skip
+    assert hook.status_code == 200 and "signing secret, shown once" in hook.text
+    assert "http://127.0.0.1:9/hook" in root.get("/admin").text
