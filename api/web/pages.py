@@ -19,7 +19,7 @@ from registry.domain.enums import Category, Status
 from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.eval_schemas import EvaluationPublic, TrialPublic
 from registry.domain.notes import training_notes
-from registry.domain.schemas import VersionPublic
+from registry.domain.schemas import Change, VersionPublic
 
 __all__ = ["router"]
 
@@ -236,12 +236,43 @@ def compare(
         evidence = _evidence(web, project, name, v.version)
         q = evidence["latest"].get("quality")
         sheets[v.version] = q.id if q is not None and "contact.png" in evidence["kept"].get(q.id, []) else None
+    rows = [(f"{group} · {label}", old_value, new_value)
+            for group, changes in (("hyperparameter", diff.hyperparameters), ("dataset", diff.dataset),
+                                   ("score", diff.scores), ("file", diff.files))
+            for label, old_value, new_value in _flat(changes)]  # fmt: skip
     scores = {a.version: a.scores, b.version: b.scores}
     scores = {k: {m: s for m, s in v.items() if m != "best_strength"} for k, v in scores.items()}
     return page(request, "compare.html", {
-        "diff": diff, "a": a, "b": b, "lora": lora, "project": project, "scores": scores, "sheets": sheets,
+        "diff": diff, "rows": rows, "a": a, "b": b, "lora": lora, "project": project, "scores": scores, "sheets": sheets,
         "losses": {f"{a.version}": _loss(a)["training loss"], f"{b.version}": _loss(b)["training loss"]},
     }, web=web)  # fmt: skip
+
+
+def _flat(changes: dict[str, Change]) -> list[tuple[str, Any, Any]]:
+    """A diff's changes as rows a person reads: nested settings one row per changed value (the trainer's
+    ``training`` record among them), long lists such as loss curves named, not printed (they are charted)."""
+    rows: list[tuple[str, Any, Any]] = []
+
+    def walk(label: str, old: Any, new: Any, depth: int) -> None:
+        if old == new:
+            return
+        if isinstance(old, dict) and isinstance(new, dict) and depth < 3:
+            for key in sorted(set(old) | set(new), key=str):
+                walk(f"{label} · {key}".replace("_", " "), old.get(key), new.get(key), depth + 1)
+        elif any(isinstance(v, list) and len(v) > 8 or isinstance(v, dict) for v in (old, new)):
+            rows.append((label, _size(old), _size(new) + (" (charted below)" if "curve" in label else "")))
+        else:
+            rows.append((label, old, new))
+
+    for key, change in sorted(changes.items()):
+        walk(key.replace("_", " "), change.old, change.new, 0)
+    return rows
+
+
+def _size(value: Any) -> str:
+    if isinstance(value, list | dict):
+        return f"{len(value)} {'values' if isinstance(value, list) else 'settings'}"
+    return "—" if value is None else str(value)
 
 
 def _events(web: WebDep, request: Request, project: str, name: str | None, before: int | None) -> HTMLResponse:
