@@ -259,7 +259,7 @@ def _flat(changes: dict[str, Change]) -> list[tuple[str, Any, Any]]:
         if isinstance(old, dict) and isinstance(new, dict) and depth < 3:
             for key in sorted(set(old) | set(new), key=str):
                 walk(f"{label} · {key}".replace("_", " "), old.get(key), new.get(key), depth + 1)
-        elif any(isinstance(v, list) and len(v) > 8 or isinstance(v, dict) for v in (old, new)):
+        elif any((isinstance(v, list) and len(v) > 8) or isinstance(v, dict) for v in (old, new)):
             rows.append((label, _size(old), _size(new) + (" (charted below)" if "curve" in label else "")))
         else:
             rows.append((label, old, new))
