@@ -106,5 +106,6 @@ def page(
 
 
 def error_page(request: Request, status: int, code: str, message: str, hint: str | None) -> HTMLResponse:
-    return page(request, "error.html", {"status": status, "code": code, "message": message, "hint": hint}, web=None,
+    viewer = getattr(request.state, "viewer", None)
+    return page(request, "error.html", {"status": status, "code": code, "message": message, "hint": hint}, web=viewer,
                 status=status)  # fmt: skip

@@ -97,7 +97,9 @@ async def get_web(request: Request, state: StateDep) -> Web:
     if caller is None:
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         raise SignInRequired(target if request.method == "GET" else "/")
-    return Web(request, state, state.wl.as_principal(caller.principal), caller.principal, caller.csrf)
+    web = Web(request, state, state.wl.as_principal(caller.principal), caller.principal, caller.csrf)
+    request.state.viewer = web  # an error page for this request still shows who is signed in
+    return web
 
 
 WebDep = Annotated[Web, Depends(get_web)]

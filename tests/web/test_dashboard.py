@@ -366,3 +366,13 @@ def test_admin_forms_stop_and_start_a_trial_deprecate_and_manage_users_and_webho
                                               "events": ["promote", "rollback"]})  # fmt: skip
     assert hook.status_code == 200 and "signing secret, shown once" in hook.text
     assert "http://127.0.0.1:9/hook" in root.get("/admin").text
+
+
+def test_error_pages_keep_the_signed_in_header(dash: Dash) -> None:
+    production = dash.client("production")
+    missing = production.get("/loras/p1/sarah/v/1.2.0")
+    denied = production.get("/admin")
+    for answer in (missing, denied):
+        assert "production · production in p1" in answer.text and "Sign out" in answer.text
+    assert missing.status_code == 404 and denied.status_code == 403 and "may not" in denied.text
+    assert "Sign out" not in dash.client().get("/static/nope.css").text  # not a page: no header, no session
