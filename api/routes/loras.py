@@ -8,7 +8,7 @@ from fastapi import APIRouter, Body, Query
 from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, Field
 
-from api.deps import CallerDep, StateDep
+from api.deps import MAX_ID, CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
 from api.routes.files import ClientQuery, may_register, upload_path
 from registry.domain.errors import NotFound, PermissionDenied
@@ -152,20 +152,26 @@ def annotate(project: str, name: str, version: str, body: Annotation, caller: Ca
         )
 
 
+HistoryLimit = Annotated[int | None, Query(ge=1, le=10_000)]
+Before = Annotated[
+    int | None, Query(ge=1, le=MAX_ID, description="Only events older than this event id (paging back).")
+]
+
+
 @router.get("/loras/{name}/history", summary="The LoRA's event log, newest first")
 def lora_history(
-    project: str, name: str, caller: CallerDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None
+    project: str, name: str, caller: CallerDep, limit: HistoryLimit = None, before: Before = None
 ) -> list[EventPublic]:
     with caller.registry(write=False) as reg:
-        return reg.history(project=project, name=name, limit=limit)
+        return reg.history(project=project, name=name, limit=limit, before=before)
 
 
 @router.get("/history", summary="The project's event log, newest first")
 def project_history(
-    project: str, caller: CallerDep, limit: Annotated[int | None, Query(ge=1, le=10_000)] = None
+    project: str, caller: CallerDep, limit: HistoryLimit = None, before: Before = None
 ) -> list[EventPublic]:
     with caller.registry(write=False) as reg:
-        return reg.history(project=project, limit=limit)
+        return reg.history(project=project, limit=limit, before=before)
 
 
 @router.get("/loras/{name}/diff", summary="Compare two versions")

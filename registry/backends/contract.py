@@ -94,7 +94,9 @@ class RegistryOps(Protocol):
         known_issues: str | None = None,
     ) -> VersionPublic: ...  # fmt: skip
 
-    def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]: ...
+    def history(
+        self, *, project: str, name: str | None = None, limit: int | None = None, before: int | None = None
+    ) -> list[EventPublic]: ...
 
     def diff(self, *, project: str, name: str, old: str, new: str) -> VersionDiff: ...
 

@@ -122,9 +122,12 @@ class RemoteRegistry:
         path = f"{lora_path(project, name)}/versions/{quote(version)}/annotations"
         return VersionPublic.model_validate(self.http.call("POST", path, json=body))
 
-    def history(self, *, project: str, name: str | None = None, limit: int | None = None) -> list[EventPublic]:
+    def history(
+        self, *, project: str, name: str | None = None, limit: int | None = None, before: int | None = None
+    ) -> list[EventPublic]:
         path = f"{lora_path(project, name)}/history" if name else f"{project_path(project)}/history"
-        rows = self.http.call("GET", path, params={"limit": limit} if limit else None)
+        params = {k: v for k, v in (("limit", limit), ("before", before)) if v}
+        rows = self.http.call("GET", path, params=params or None)
         return [EventPublic.model_validate(r) for r in rows]
 
     def which(

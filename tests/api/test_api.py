@@ -197,3 +197,11 @@ def test_revoked_token_is_refused_at_once(api: Api) -> None:
     mine = next(t for t in tokens if t["user"] == "trainer" and t["revoked_at"] is None)
     assert api.call("admin", "DELETE", f"/api/v1/tokens/{mine['id']}").status_code == 200
     assert api.call("trainer", "GET", f"{P}/loras").status_code == 401
+
+
+def test_history_pages_back_with_before(api: Api) -> None:
+    everything = api.call("root", "GET", "/api/v1/projects/p1/loras/sarah/history").json()
+    first = api.call("root", "GET", "/api/v1/projects/p1/loras/sarah/history?limit=2").json()
+    rest = api.call("root", "GET", f"/api/v1/projects/p1/loras/sarah/history?before={first[-1]['id']}").json()
+    assert [e["id"] for e in first + rest] == [e["id"] for e in everything] and len(everything) > 2
+    assert api.call("root", "GET", "/api/v1/projects/p1/history?before=0").status_code == 422
