@@ -164,13 +164,21 @@ async def sign_in(
         _check_nonce(request, nonce)
         secret, expires_in = await run_in_threadpool(_open, state, token.strip(), client_address(request))
     except WanloraError as exc:
-        response = page(
-            request, "signin.html", {"next": safe_next(next), "nonce": nonce or secrets.token_urlsafe(24),
-                                     "error": exc.message, "hint": exc.hint, "local": False}, web=None,
-            status=401 if isinstance(exc, Unauthenticated) else 400,
-        )  # fmt: skip
-        return response
+        return _form_again(request, exc, next)
     return _signed_in(request, secret, expires_in, next)
+
+
+def _form_again(request: Request, exc: WanloraError, next: str) -> Response:
+    """The sign-in form with what went wrong, under a fresh nonce (never one the request brought)."""
+    nonce = secrets.token_urlsafe(24)
+    response = page(
+        request, "signin.html", {"next": safe_next(next), "nonce": nonce, "error": exc.message, "hint": exc.hint,
+                                 "local": False}, web=None, status=401 if isinstance(exc, Unauthenticated) else 400,
+    )  # fmt: skip
+    response.set_cookie(
+        SIGN_IN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request), path="/signin"
+    )
+    return response
 
 
 def _open_local(state: ServerState, code: str) -> tuple[str, float]:
@@ -193,8 +201,7 @@ async def sign_in_local(
         _check_nonce(request, nonce)
         secret, expires_in = await run_in_threadpool(_open_local, state, code)
     except WanloraError as exc:
-        return page(request, "signin.html", {"next": "/", "nonce": nonce, "error": exc.message, "hint": exc.hint,
-                                             "local": False}, web=None, status=401)  # fmt: skip
+        return _form_again(request, exc, "/")
     return _signed_in(request, secret, expires_in, "/")
 
 

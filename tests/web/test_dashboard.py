@@ -36,6 +36,9 @@ def test_pages_need_a_session_and_sign_in_sets_a_strict_http_only_cookie(dash: D
         and "not valid" in bad.text
         and "wanlora_session" not in bad.headers.get("set-cookie", "")
     )
+    fresh = re.search(r'name="nonce" value="([^"]+)"', bad.text)[1]  # type: ignore[index]
+    assert fresh != nonce and anonymous.cookies["wanlora_signin"] == fresh  # a new form, a new nonce: try again
+    nonce = fresh
 
     good = anonymous.post("/signin", data={"token": dash.tokens["admin"], "nonce": nonce, "next": "/loras/p1/sarah"})
     assert good.status_code == 303 and good.headers["location"] == "/loras/p1/sarah"
