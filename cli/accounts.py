@@ -8,7 +8,6 @@ import typer
 
 from cli import render
 from cli.app import JsonOpt, backend, command_group
-from registry.domain.accounts import parse_duration
 
 user_app = command_group("user", "Users (admins of every project only).")
 token_app = command_group("token", "API tokens: one role in one project each.")
@@ -58,6 +57,8 @@ def token_create(
     as_json: JsonOpt = False,
 ) -> None:
     """Create an API token. The secret is shown once and only its hash is kept."""
+    from registry.domain.accounts import parse_duration
+
     with backend() as wl, wl.accounts() as acc:
         created = acc.create_token(
             user=user, project=project, role=role, expires_in=parse_duration(expires) if expires else None

@@ -7,17 +7,18 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 from typer.core import TyperGroup
 
 from cli import render
-from registry.backends import Backend, open_backend
 from registry.domain.errors import InvalidInput, WanloraError, out_of_space
-from registry.settings import Settings
+
+if TYPE_CHECKING:
+    from registry.backends import Backend
+    from registry.settings import Settings
 
 GLOBAL_OPTIONS = ("--server", "--token")
 
@@ -115,6 +116,8 @@ def _root(
 
 
 def settings() -> Settings:
+    from registry.settings import Settings
+
     return Settings(**_overrides)  # type: ignore[arg-type]
 
 
@@ -122,6 +125,8 @@ def settings() -> Settings:
 def backend() -> Iterator[Backend]:
     """The backend the settings choose (a server's with --server / WANLORA_SERVER), for one command;
     what the command leaves (webhook deliveries on the embedded default) runs after it succeeded."""
+    from registry.backends import open_backend
+
     opened = open_backend(settings())
     try:
         yield opened
@@ -172,6 +177,8 @@ def parse_scores(items: list[str] | None) -> dict[str, float]:
 
 @contextmanager
 def byte_progress(enabled: bool) -> Iterator[Callable[[str, int, int], None] | None]:
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+
     if not enabled:
         yield None
         return

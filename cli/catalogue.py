@@ -12,7 +12,6 @@ import typer
 from cli import render
 from cli.app import JsonOpt, ProjectOpt, app, backend, project_of, split_ref
 from registry.domain.wan import base_model as lookup_base_model
-from registry.files.ingest import inspect_lora
 
 # -- reading ---------------------------------------------------------------------------------------
 
@@ -104,6 +103,8 @@ def inspect(
     as_json: JsonOpt = False,
 ) -> None:
     """Check a LoRA file without registering it (format, LoRA/LoKr/LoHa/diff, rank, alpha, modules, metadata)."""
+    from registry.files.ingest import inspect_lora
+
     ins = inspect_lora(file, lookup_base_model(base_model) if base_model else None)
     data = {
         "file": str(file),

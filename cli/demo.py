@@ -12,7 +12,6 @@ from rich.rule import Rule
 from cli import render
 from cli.app import app
 from registry.domain.wan import KeyFormat
-from registry.files.synth import synth_lora
 
 # The README's tiny training recipe, flag for flag (a test holds the two together): the demo proves that
 # what it makes passes all three phases.
@@ -59,6 +58,8 @@ def _train(work: Path) -> None:
 
 
 def run_demo(keep: Path | None = None) -> None:
+    from registry.files.synth import synth_lora
+
     work = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="wanlora-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     home, comfyui, files = work / "home", work / "ComfyUI", work / "files"

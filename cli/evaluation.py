@@ -4,10 +4,9 @@ evaluation, the production trial and the monitoring. Registered on the app when 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli import render
@@ -25,7 +24,9 @@ from cli.app import (
     train_extra_missing,
 )
 from registry.domain.errors import InvalidInput
-from registry.domain.eval_schemas import GateStatus, Metrics, ReportIn, TrialPublic
+
+if TYPE_CHECKING:
+    from registry.domain.eval_schemas import GateStatus, Metrics, TrialPublic
 
 eval_app = command_group("eval", "Phases 1 and 2: technical validation and quality assessment.")
 trial_app = command_group("trial", "Phase 3: a candidate on a sticky share of ComfyUI jobs.")
@@ -46,6 +47,15 @@ BaseOpt = Annotated[str | None, typer.Option("--base-model", "-b", help="With --
 
 
 def _evaluate(phases: list[str], refs: str | list[str], project: str | None, as_json: bool, **kw: Any) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     hub_offline()
     try:
         from evaluator.run import EvalRequest, evaluate
@@ -255,6 +265,8 @@ def report(
     as_json: JsonOpt = False,
 ) -> None:
     """A ComfyUI host reports one job's outcome; a running trial is judged again at once."""
+    from registry.domain.eval_schemas import ReportIn
+
     name, version = exact_ref(ref, "use NAME@VERSION: the version the job used")
     outcome = ReportIn(job_id=job, success=success, rating=rating, seconds=seconds, client_id=client_id, error=error)
     with backend() as wl, wl.evaluation() as ev:

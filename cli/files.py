@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from cli import render
 from cli.app import JsonOpt, ProjectOpt, app, backend, byte_progress, project_of, split_ref
-from registry.blobs.base import CHUNK
-from registry.domain.digests import file_sha256
 from registry.domain.errors import InvalidInput
-from registry.domain.schemas import FilePublic, VersionPublic
-from registry.files.ingest import file_digests
+
+if TYPE_CHECKING:
+    from registry.domain.schemas import FilePublic, VersionPublic
 
 __all__ = ["pull", "which"]
 
@@ -30,6 +29,8 @@ def _file_name(version: VersionPublic, f: FilePublic) -> str:
 
 
 def _already(path: Path, sha256: str) -> bool:
+    from registry.domain.digests import file_sha256
+
     return path.is_file() and file_sha256(path) == sha256
 
 
@@ -69,6 +70,8 @@ def pull(
 
 
 def _download(store: Any, f: FilePublic, path: Path, progress: Any) -> None:
+    from registry.blobs.base import CHUNK
+
     tmp = path.with_name(f".{path.name}.part")
     try:
         with store.open(f.sha256) as src, open(tmp, "wb") as dst:
@@ -96,6 +99,8 @@ def which(
     """Which registered version is this file? Matched by its weights (the payload hash, whatever its
     format or metadata), by its sha256 (Civitai's AutoV2) and by its data section (AutoV3). Exits 1
     when it is no version you may see."""
+    from registry.files.ingest import file_digests
+
     digests = file_digests(file)
     with backend() as wl, wl.registry(write=False) as reg:
         matches = reg.which(sha256=digests.sha256, payload_sha256=digests.payload_sha256, autov3=digests.autov3)

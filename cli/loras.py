@@ -21,7 +21,6 @@ from cli.app import (
     parse_scores,
     project_of,
 )
-from registry.domain.register import RegisterRequest
 from registry.domain.wan import BASE_MODELS
 
 lora_app = command_group(
@@ -88,6 +87,8 @@ def register(
     The file is checked without torch (header bounds, LoRA structure, shapes against the base model,
     NaN/Inf), converted to the canonical ComfyUI-loadable form and streamed into the store.
     """
+    from registry.domain.register import RegisterRequest
+
     with backend() as wl:
         req = RegisterRequest(
             project=project_of(wl, project),

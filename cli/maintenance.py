@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cli import render
 from cli.app import JsonOpt, app, backend
-from registry.domain.schemas import GcReport
+
+if TYPE_CHECKING:
+    from registry.domain.schemas import GcReport
 
 
 def _human(report: GcReport) -> str:

@@ -7,18 +7,18 @@ import json
 import re
 import sys
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
-from registry.sync.agent import AgentPass
-from registry.sync.comfyui import SyncReport
+if TYPE_CHECKING:
+    from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+    from registry.sync.agent import AgentPass
+    from registry.sync.comfyui import SyncReport
 
 # Text from the registry (a changelog, a reason, a trigger word) is the user's, not the terminal's: no
 # escape sequence in it may set the window title, clear the screen or move the cursor. What reaches
@@ -63,6 +63,8 @@ STATUS_STYLE = {"current": "bold green", "testing": "yellow", "deprecated": "dim
 
 def emit_json(data: Any, *, lines: bool = False) -> None:
     """Pretty JSON, or one object per line (JSON Lines) for streams such as `sync --watch --json`."""
+    from pydantic import BaseModel
+
     if isinstance(data, BaseModel):
         data = data.model_dump(mode="json")
     elif isinstance(data, list):

@@ -8,20 +8,20 @@ import threading
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cli import render
 from cli.app import app, backend, byte_progress, settings
-from registry.backends.contract import Backend
 from registry.domain.errors import InvalidInput, NotFound
-from registry.domain.eval_schemas import ReportIn
-from registry.domain.schemas import SyncTarget
-from registry.sync.agent import AgentPass, ReportAgent
-from registry.sync.comfyui import SyncReport, loras_dir, sync_comfyui, watch_comfyui
-from registry.sync.folder import comfyui_root
-from registry.sync.notify import check_comfyui_url, free_comfyui
+
+if TYPE_CHECKING:
+    from registry.backends.contract import Backend
+    from registry.domain.eval_schemas import ReportIn
+    from registry.domain.schemas import SyncTarget
+    from registry.sync.agent import AgentPass, ReportAgent
+    from registry.sync.comfyui import SyncReport
 
 # -- ComfyUI sync ----------------------------------------------------------------------------------
 
@@ -70,6 +70,10 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
+    from registry.sync.comfyui import sync_comfyui, watch_comfyui
+    from registry.sync.folder import comfyui_root
+    from registry.sync.notify import check_comfyui_url, free_comfyui
+
     if check and watch:
         raise InvalidInput("--check and --watch do not go together")
     comfyui = comfyui_root(comfyui, create=create and not check)
@@ -141,6 +145,10 @@ def _reported(outcome: AgentPass, *, as_json: bool) -> None:
 
 def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> ReportAgent:
     """The host agent for the ComfyUI at ``url``; its outbox and memory live under $WANLORA_HOME/agent."""
+    from registry.sync.agent import ReportAgent
+    from registry.sync.comfyui import loras_dir
+    from registry.sync.notify import check_comfyui_url
+
     return ReportAgent(
         comfyui_url=check_comfyui_url(url), loras_root=loras_dir(comfyui), client_id=client_id,
         report=lambda *job: _report(wl, *job), state_dir=settings().home_dir / "agent" / _slug(url),

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from cli import render
 from cli.app import JsonOpt, ProjectOpt, app, backend, hub_offline, train_extra_missing
-from registry.backends.contract import Backend
 from registry.domain.errors import InvalidInput
+
+if TYPE_CHECKING:
+    from registry.backends.contract import Backend
 
 if TYPE_CHECKING:
     from trainer.config import TrainConfig
@@ -134,6 +135,15 @@ def run_training(
     register: bool,
     as_json: bool,
 ) -> None:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
     from trainer.config import load_config
     from trainer.dataset import check_dataset
     from trainer.register import register_run
