@@ -4,6 +4,7 @@ that may not manage something gets a 403 page here too."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Request
@@ -53,10 +54,11 @@ def admin(web: WebDep, request: Request) -> HTMLResponse:
     return _admin_page(web, request)
 
 
-def _attempt(web: WebDep, request: Request, action: object) -> Response:
-    """Run a form's change; a refusal is shown on the admin page with what to do, never lost."""
+def _attempt(web: WebDep, request: Request, action: Callable[[], object]) -> Response:
+    """Run a form's change; a refusal is shown on the admin page with what to do, never lost. What the
+    change returns (a new token, a webhook's secret, a ping's result) is shown once."""
     try:
-        created = action() if callable(action) else None
+        created = action()
     except WanloraError as exc:
         if isinstance(exc, PermissionDenied):
             raise

@@ -98,17 +98,21 @@ def _latest(evaluations: list[EvaluationPublic]) -> dict[str, EvaluationPublic]:
     return latest
 
 
-def _evidence(web: WebDep, project: str, name: str, version: str) -> dict[str, Any]:
+def _evidence(web: WebDep, project: str, name: str, version: str, *, report: bool = True) -> dict[str, Any]:
+    """The version's evaluations, the gate, what each evaluation kept, and the latest phase 2 report
+    rendered (``report=False``: not read at all)."""
     with web.wl.evaluation(write=False) as ev:
         evaluations = ev.evaluations(project=project, name=name, version=version)
         gate = ev.gate(project=project, name=name, version=version)
         kept = ev.attachment_names(project=project, name=name, version=version)
-        reports = {
-            e.id: render_markdown(ev.attachment(project=project, name=name, version=version, evaluation_id=e.id,
-                                                file="report.md")[1].decode("utf-8", "replace"),
-                                  images={"contact.png": f"{LORA.format(project=project, name=name)}/v/{version}/evaluations/{e.id}/contact.png"})
-            for e in evaluations if "report.md" in kept.get(e.id, [])
-        }  # fmt: skip
+        quality = _latest(evaluations).get("quality")
+        reports = {}
+        if report and quality is not None and "report.md" in kept.get(quality.id, []):
+            _, text = ev.attachment(
+                project=project, name=name, version=version, evaluation_id=quality.id, file="report.md"
+            )
+            sheet = f"{LORA.format(project=project, name=name)}/v/{version}/evaluations/{quality.id}/contact.png"
+            reports[quality.id] = render_markdown(text.decode("utf-8", "replace"), images={"contact.png": sheet})
     return {"evaluations": evaluations, "latest": _latest(evaluations), "gate": gate, "kept": kept, "reports": reports}
 
 
@@ -233,7 +237,7 @@ def compare(
         lora = reg.get_lora(project=project, name=name)
     sheets = {}
     for v in (a, b):
-        evidence = _evidence(web, project, name, v.version)
+        evidence = _evidence(web, project, name, v.version, report=False)
         q = evidence["latest"].get("quality")
         sheets[v.version] = q.id if q is not None and "contact.png" in evidence["kept"].get(q.id, []) else None
     rows = [(f"{group} · {label}", old_value, new_value)

@@ -13,7 +13,7 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, Request
@@ -127,9 +127,12 @@ def _signed_in(request: Request, secret: str, expires_in: float, to: str) -> Res
 def sign_in_form(request: Request, next: str = "/") -> Response:
     nonce = request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(24)
     local = getattr(request.app.state.wanlora, "local_sign_in", None) is not None
-    response = page(
-        request, "signin.html", {"next": safe_next(next), "nonce": nonce, "error": None, "local": local}, web=None
-    )
+    return _form(request, nonce, {"next": safe_next(next), "error": None, "local": local})
+
+
+def _form(request: Request, nonce: str, context: dict[str, Any], status: int = 200) -> Response:
+    """The sign-in form, with its nonce in the form and in the double-submit cookie."""
+    response = page(request, "signin.html", {**context, "nonce": nonce}, web=None, status=status)
     response.set_cookie(
         SIGN_IN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request), path="/signin"
     )
@@ -170,15 +173,8 @@ async def sign_in(
 
 def _form_again(request: Request, exc: WanloraError, next: str) -> Response:
     """The sign-in form with what went wrong, under a fresh nonce (never one the request brought)."""
-    nonce = secrets.token_urlsafe(24)
-    response = page(
-        request, "signin.html", {"next": safe_next(next), "nonce": nonce, "error": exc.message, "hint": exc.hint,
-                                 "local": False}, web=None, status=401 if isinstance(exc, Unauthenticated) else 400,
-    )  # fmt: skip
-    response.set_cookie(
-        SIGN_IN_COOKIE, nonce, max_age=1800, httponly=True, samesite="strict", secure=_secure(request), path="/signin"
-    )
-    return response
+    context = {"next": safe_next(next), "error": exc.message, "hint": exc.hint, "local": False}
+    return _form(request, secrets.token_urlsafe(24), context, 401 if isinstance(exc, Unauthenticated) else 400)
 
 
 def _open_local(state: ServerState, code: str) -> tuple[str, float]:

@@ -11,6 +11,7 @@ import hashlib
 import secrets
 from datetime import datetime, timedelta
 
+from sqlalchemy import ColumnElement
 from sqlmodel import Session, col, select
 
 from registry.db.tables import ApiToken, User
@@ -178,15 +179,19 @@ class AccountService:
         """``authenticate``, plus the token's expiry (for callers that cache the answer)."""
         if not token:
             raise Unauthenticated("no API token given", hint="pass a token: WANLORA_TOKEN or Authorization: Bearer")
+        return self.live_token(col(ApiToken.token_hash) == hash_token(token))
+
+    def live_token(self, which: ColumnElement[bool]) -> tuple[Principal, datetime | None]:
+        """The principal and expiry of the token ``which`` selects, if it is still good (not revoked, not
+        expired, its user not removed); Unauthenticated otherwise. Dashboard sessions stand on this too."""
         found = self.session.exec(
-            select(ApiToken, User)
-            .join(User, col(User.id) == ApiToken.user_id)
-            .where(ApiToken.token_hash == hash_token(token))
+            select(ApiToken, User).join(User, col(User.id) == ApiToken.user_id).where(which)
         ).first()
         now = utcnow()
         if (
             found is None
             or found[0].revoked_at is not None
+            or found[1].removed_at is not None
             or (found[0].expires_at is not None and (as_utc(found[0].expires_at) or now) <= now)
         ):
             raise Unauthenticated(

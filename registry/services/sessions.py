@@ -8,18 +8,17 @@ revoking the token, its expiry or removing its user ends every session opened wi
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlmodel import Session, col, select
 
-from registry.db.tables import ApiToken, User, WebSession
+from registry.db.tables import ApiToken, WebSession
 from registry.domain.access import Principal
 from registry.domain.clock import as_utc, utcnow
 from registry.domain.errors import Unauthenticated
-from registry.services.accounts import AccountService
+from registry.services.accounts import AccountService, hash_token
 
 __all__ = ["OpenedSession", "SessionService", "WebCaller"]
 
@@ -37,10 +36,6 @@ class OpenedSession:
     caller: WebCaller
 
 
-def _hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
 # Sign-in checks a token before anyone is known: the account service is asked as nobody in particular.
 _NOBODY = Principal(user="(signing in)", subject="anonymous", role="production", project="")
 _EXPIRED = Unauthenticated("your dashboard session has ended", hint="sign in again with an API token")
@@ -56,7 +51,7 @@ class SessionService:
         secret, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
         self.session.add(
             WebSession(
-                secret_hash=_hash(secret), token_id=token_id, local_user=local_user, csrf=csrf,
+                secret_hash=hash_token(secret), token_id=token_id, local_user=local_user, csrf=csrf,
                 created_at=utcnow(), expires_at=expires_at,
             )
         )  # fmt: skip
@@ -78,11 +73,14 @@ class SessionService:
             token_id=None, local_user=user, principal=Principal.local_admin(user), expires_at=utcnow() + lifetime
         )
 
+    def _row(self, secret: str | None) -> WebSession | None:
+        if not secret or len(secret) > 128:
+            return None
+        return self.session.exec(select(WebSession).where(WebSession.secret_hash == hash_token(secret))).first()
+
     def resolve(self, secret: str | None, *, allow_local: bool) -> WebCaller:
         """The caller a cookie stands for, checked against its token now; Unauthenticated otherwise."""
-        if not secret or len(secret) > 128:
-            raise _EXPIRED
-        row = self.session.exec(select(WebSession).where(WebSession.secret_hash == _hash(secret))).first()
+        row = self._row(secret)
         now = utcnow()
         if row is None or row.ended_at is not None or (as_utc(row.expires_at) or now) <= now:
             raise _EXPIRED
@@ -91,27 +89,15 @@ class SessionService:
             if not allow_local or not row.local_user:
                 raise _EXPIRED
             return WebCaller(Principal.local_admin(row.local_user), row.csrf, expires)
-        found = self.session.exec(
-            select(ApiToken, User).join(User, col(User.id) == ApiToken.user_id).where(ApiToken.id == row.token_id)
-        ).first()
-        if found is None:
-            raise _EXPIRED
-        token, user = found
-        token_expiry = as_utc(token.expires_at)
-        if (
-            token.revoked_at is not None
-            or user.removed_at is not None
-            or (token_expiry is not None and token_expiry <= now)
-        ):
-            raise _EXPIRED
-        principal = Principal(user=user.name, subject=f"token:{token.id}", role=token.role, project=token.project)
+        try:
+            principal, _ = AccountService(self.session, principal=_NOBODY).live_token(col(ApiToken.id) == row.token_id)
+        except Unauthenticated:
+            raise _EXPIRED from None
         return WebCaller(principal, row.csrf, expires)
 
     def close(self, secret: str | None) -> None:
         """Sign out: the session ends now, whatever its expiry."""
-        if not secret or len(secret) > 128:
-            return
-        row = self.session.exec(select(WebSession).where(WebSession.secret_hash == _hash(secret))).first()
+        row = self._row(secret)
         if row is not None and row.ended_at is None:
             row.ended_at = utcnow()
             self.session.add(row)
