@@ -2,20 +2,26 @@
 
 - ``AuthCache``: a presented token's principal for a few seconds. A revocation through this process
   clears it at once; other worker processes see it within ``ttl`` seconds.
-- ``Generation``: the event log's newest id, re-read at most every ``interval`` seconds. Every state
-  change appends an event, so a cached answer tagged with the generation it was computed at is valid
-  exactly while the generation stays the same.
+- ``Generation``: the event log's newest id, pushed by a watcher on the database's change signal (and
+  re-read at once after a write through this process). Every state change appends an event, so a
+  cached answer tagged with the generation it was computed at is valid exactly while the generation
+  stays the same; the change feed's long polls wait on it too.
 - ``ResponseCache``: serialized answers keyed by caller and request, tagged with a generation.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import threading
 import time
 from collections.abc import Callable, Hashable
 from datetime import datetime, timezone
 
+from starlette.concurrency import run_in_threadpool
+
+from registry.db.watch import ChangeSignal
 from registry.domain.access import Principal
 
 
@@ -50,28 +56,124 @@ class AuthCache:
 
 
 class Generation:
-    def __init__(self, read: Callable[[], int], interval: float) -> None:
+    """The event log's newest id as this process knows it.
+
+    Served by a watcher thread (``watch()``, started with the server): it blocks on the database's
+    change signal (``registry.db.watch``: LISTEN on PostgreSQL, a stat of the files on SQLite), re-reads
+    the head once when it fires, and wakes the change feed's waiters; neither they nor the resolve path
+    query the database while nothing changes. A write through this process marks the value stale, so
+    the very next reader re-reads it. Without a watcher (an app driven without its lifespan), the head
+    is re-read on demand at most every ``interval`` seconds, as before.
+    """
+
+    def __init__(
+        self, read: Callable[[], int], interval: float, signal: Callable[[], ChangeSignal] | None = None
+    ) -> None:
         self._read = read
         self.interval = interval
+        self._signal_factory = signal
         self._value = -1
+        self._stale = True
         self._checked = 0.0
         self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._thread: threading.Thread | None = None
+        self._signal: ChangeSignal | None = None
+        self._stop = threading.Event()
+        self.reads = 0  # how often the head was read (for tests and the benchmark)
+
+    @property
+    def watching(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
 
     def due(self) -> bool:
         """True when ``current`` would read the database (so an async caller can do it off the loop)."""
-        return time.monotonic() - self._checked >= self.interval
+        if self._stale:
+            return True
+        return not self.watching and time.monotonic() - self._checked >= self.interval
 
     def current(self) -> int:
-        now = time.monotonic()
-        if now - self._checked >= self.interval:
+        if self.due():
             with self._lock:
-                if now - self._checked >= self.interval:
-                    self._value = self._read()
+                if self.due():
+                    self._stale = False  # before the read: a change landing during it marks it again
+                    value = self._read()
+                    self.reads += 1
                     self._checked = time.monotonic()
+                    self._set(value)
         return self._value
 
     def invalidate(self) -> None:
-        self._checked = 0.0
+        self._stale = True
+        self._wake()  # parked waiters look again (the first re-reads; the rest see its answer)
+
+    def _set(self, value: int) -> None:
+        if value != self._value:
+            self._value = value
+            self._wake()
+
+    def _wake(self) -> None:
+        for loop, event in list(self._waiters):
+            with contextlib.suppress(RuntimeError):  # a loop that has closed
+                loop.call_soon_threadsafe(event.set)
+
+    # -- the watcher -------------------------------------------------------------------------------
+
+    def watch(self) -> None:
+        """Start the watcher thread (once); a no-op without a change signal."""
+        with self._lock:
+            if self._signal_factory is None or self.watching:
+                return
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="wanlora-change-watch", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        assert self._signal_factory is not None
+        self._signal = signal = self._signal_factory()
+        try:
+            self._stale = True
+            self.current()
+            while not self._stop.is_set():
+                if signal.wait(1.0) and not self._stop.is_set():
+                    self._stale = True
+                    try:
+                        self.current()
+                    except Exception:  # the database is away for now: readers retry on demand
+                        self._stale = True
+                        self._stop.wait(0.5)
+        finally:
+            signal.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._signal is not None:
+            self._signal.close()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(5)
+        self._thread = None
+
+    async def wait_past(self, since: int, timeout: float) -> int:
+        """The head once it is past ``since``, or after ``timeout`` seconds: parked on an event the
+        watcher sets, not on a loop of queries."""
+        self.watch()
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        entry = (loop, event)
+        self._waiters.add(entry)
+        deadline = loop.time() + timeout
+        try:
+            while True:
+                event.clear()
+                current = await run_in_threadpool(self.current) if self.due() else self._value
+                left = deadline - loop.time()
+                if current > since or left <= 0:
+                    return current
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(event.wait(), left)
+        finally:
+            self._waiters.discard(entry)
 
 
 class ResponseCache:

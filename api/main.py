@@ -85,6 +85,8 @@ def create_app(
         # scans, whose full passes over a heap this size otherwise stall requests for ~100 ms.
         gc.collect()
         gc.freeze()
+        generation = app.state.wanlora.generation
+        generation.watch()  # the event log's head, pushed to the caches and the change feed
         stop = threading.Event()
         thread = None
         if deliver_webhooks:
@@ -92,6 +94,7 @@ def create_app(
             thread.start()
         yield
         stop.set()
+        generation.close()
         if thread is not None:
             thread.join(10)
 
@@ -110,7 +113,11 @@ def create_app(
         max_upload_bytes=settings.max_upload_bytes,
         auth=AuthCache(settings.auth_cache_seconds),
         sign_ins=SignInLimiter(settings.failed_sign_ins_per_address, settings.failed_sign_ins_per_prefix),
-        generation=Generation(newest_event, settings.change_check_seconds),
+        generation=Generation(
+            newest_event,
+            settings.change_check_seconds,
+            signal=lambda: wl.db.change_signal(settings.change_check_seconds),
+        ),
         local_sign_in=local_sign_in,
     )
     errors.install(app)

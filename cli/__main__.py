@@ -1,5 +1,5 @@
 """`python -m cli …` is `wanlora …`; `accelerate launch -m cli train …` trains on several GPUs."""
 
-from cli.main import main
+from cli.launch import main
 
 main()

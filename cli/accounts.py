@@ -1,7 +1,5 @@
 """`wanlora user` and `wanlora token`: users and API tokens."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

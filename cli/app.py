@@ -115,6 +115,11 @@ def _root(
         _overrides["token"] = token
 
 
+def overrides() -> dict[str, str]:
+    """The --server / --token given on this command line."""
+    return dict(_overrides)
+
+
 def settings() -> Settings:
     from registry.settings import Settings
 

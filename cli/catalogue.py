@@ -1,7 +1,5 @@
 """Reading the registry: `list`, `show`, `history`, `diff`, `notes`, and `inspect` for a file."""
 
-from __future__ import annotations
-
 import json
 import sys
 from pathlib import Path

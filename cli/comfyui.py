@@ -1,7 +1,5 @@
 """`wanlora comfyui install` / `uninstall`: the node pack into a ComfyUI's custom_nodes folder."""
 
-from __future__ import annotations
-
 import importlib.util
 import shutil
 import tempfile

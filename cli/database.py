@@ -1,7 +1,5 @@
 """`wanlora db`: the database schema, upgraded and checked."""
 
-from __future__ import annotations
-
 import typer
 
 from cli import render

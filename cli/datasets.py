@@ -1,7 +1,5 @@
 """`wanlora dataset`: check and prepare training datasets (the train extra)."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

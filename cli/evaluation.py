@@ -1,8 +1,6 @@
 """`wanlora eval`, `trial`, `report`, `pick`, `metrics`, `review` and `policy`: the three-phase
 evaluation, the production trial and the monitoring. Registered on the app when ``cli.main`` imports it."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -160,7 +158,7 @@ def eval_run(
               low_noise=None)  # fmt: skip
 
 
-def gate_table(gate: GateStatus) -> Table:
+def gate_table(gate: "GateStatus") -> Table:
     table = Table(title=f"{gate.project}/{gate.lora}@{gate.version} · files {gate.digest[:12]}")
     table.add_column("phase")
     table.add_column("state")
@@ -191,7 +189,7 @@ def eval_status(ref: RefArg, project: ProjectOpt = None, as_json: JsonOpt = Fals
         raise typer.Exit(1)
 
 
-def _metrics_row(m: Metrics | None) -> list[str]:
+def _metrics_row(m: "Metrics | None") -> list[str]:
     if m is None or not m.reports:
         return ["0", "—", "—", "—"]
     rating = f"{m.rating:.2f} ({m.ratings})" if m.rating is not None else "—"
@@ -199,7 +197,7 @@ def _metrics_row(m: Metrics | None) -> list[str]:
     return [str(m.reports), f"{m.error_rate or 0:.1%}", rating, seconds]
 
 
-def trial_view(t: TrialPublic) -> Table:
+def trial_view(t: "TrialPublic") -> Table:
     colours = {"running": "cyan", "passed": "green", "aborted": "red", "stopped": "yellow"}
     table = Table(title=f"trial {t.id}: {t.project}/{t.lora}@{t.version} on {t.share:g}% of jobs "
                         f"· [{colours[t.status]}]{t.status}[/]")  # fmt: skip

@@ -1,8 +1,6 @@
 """`wanlora pull` (alias `download`) and `wanlora which`: a version's files to a folder, and which
 version a stray file is."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -20,7 +18,7 @@ if TYPE_CHECKING:
 __all__ = ["pull", "which"]
 
 
-def _file_name(version: VersionPublic, f: FilePublic) -> str:
+def _file_name(version: "VersionPublic", f: "FilePublic") -> str:
     suffix = "" if f.role.value == "single" else f"-{f.role.value}"
     name = f"{version.lora}-{version.version}{suffix}.safetensors"
     if os.sep in name or (os.altsep and os.altsep in name) or name.startswith("."):
@@ -69,7 +67,7 @@ def pull(
     render.output(result, as_json, lambda: "\n".join(lines))
 
 
-def _download(store: Any, f: FilePublic, path: Path, progress: Any) -> None:
+def _download(store: Any, f: "FilePublic", path: Path, progress: Any) -> None:
     from registry.blobs.base import CHUNK
 
     tmp = path.with_name(f".{path.name}.part")

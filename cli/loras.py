@@ -1,7 +1,5 @@
 """`wanlora lora create`, `register` and the lifecycle: promote, rollback, deprecate, annotate."""
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any

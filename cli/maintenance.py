@@ -1,7 +1,5 @@
 """`wanlora gc` and `wanlora repair`: the store's upkeep, on the server host."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -14,7 +12,7 @@ if TYPE_CHECKING:
     from registry.domain.schemas import GcReport
 
 
-def _human(report: GcReport) -> str:
+def _human(report: "GcReport") -> str:
     lines = [f"temporary files of dead writers removed: {report.temp_files_removed}"]
     lines.append(f"unused uploads removed: {report.uploads_removed}")
     verb = "deleted" if report.deleted else "found (delete them with --delete)"

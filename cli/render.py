@@ -63,12 +63,13 @@ STATUS_STYLE = {"current": "bold green", "testing": "yellow", "deprecated": "dim
 
 def emit_json(data: Any, *, lines: bool = False) -> None:
     """Pretty JSON, or one object per line (JSON Lines) for streams such as `sync --watch --json`."""
-    from pydantic import BaseModel
+    if "pydantic" in sys.modules:  # else nothing here can be a model: a fast command need not load it
+        from pydantic import BaseModel
 
-    if isinstance(data, BaseModel):
-        data = data.model_dump(mode="json")
-    elif isinstance(data, list):
-        data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
+        if isinstance(data, BaseModel):
+            data = data.model_dump(mode="json")
+        elif isinstance(data, list):
+            data = [d.model_dump(mode="json") if isinstance(d, BaseModel) else d for d in data]
     sys.stdout.write(json.dumps(data, indent=None if lines else 2, default=str) + "\n")
 
 

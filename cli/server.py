@@ -1,7 +1,5 @@
 """`wanlora serve` (the team server) and `wanlora demo` (the main job)."""
 
-from __future__ import annotations
-
 import socket
 from pathlib import Path
 from typing import Annotated

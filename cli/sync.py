@@ -1,7 +1,5 @@
 """`wanlora sync`: the current versions into ComfyUI's LoRA folder, once or as they change."""
 
-from __future__ import annotations
-
 import hashlib
 import sys
 import threading
@@ -70,33 +68,65 @@ def sync(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON (one line per sync with --watch).")] = False,
 ) -> None:
     """Put every current version into ComfyUI/models/loras/wanlora/<project>/<category>/<name>.safetensors."""
-    from registry.sync.comfyui import sync_comfyui, watch_comfyui
     from registry.sync.folder import comfyui_root
-    from registry.sync.notify import check_comfyui_url, free_comfyui
 
     if check and watch:
         raise InvalidInput("--check and --watch do not go together")
     comfyui = comfyui_root(comfyui, create=create and not check)
     if comfyui_url:
+        from registry.sync.notify import check_comfyui_url
+
         comfyui_url = check_comfyui_url(comfyui_url)
+    if not (watch or verify or report_from):
+        done = _nothing_to_do(comfyui, project=project, client_id=client_id, pin=pin, check=check)
+        if done is not None:
+            _show(done, as_json=as_json, lines=False)
+            return
+    _sync(
+        comfyui, project=project, pin=pin, check=check, verify=verify, watch=watch, interval=interval,
+        client_id=client_id, comfyui_url=comfyui_url, report_from=report_from, report_interval=report_interval,
+        as_json=as_json,
+    )  # fmt: skip
+
+
+def _sync(
+    comfyui: Path, *, project: str | None, pin: bool | None, check: bool, verify: bool, watch: bool,
+    interval: float, client_id: str | None, comfyui_url: str | None, report_from: str | None,
+    report_interval: float, as_json: bool,
+) -> None:  # fmt: skip
+    """The full sync: the targets from the backend, then the folder brought to them (or watched)."""
+    from registry.sync.comfyui import sync_comfyui, watch_comfyui
+    from registry.sync.folder import loras_dir
+    from registry.sync.notify import free_comfyui
+    from registry.sync.quick import sync_state
+
     with backend() as wl:
         wl.pull_as(client_id)
         seen = {"id": 0}
+        tags = {"tag": ""}
+        where = _registry_identity()
 
         def fetch() -> tuple[int, list[Any]]:
             with wl.registry(write=False) as reg:
+                tags["tag"], targets = reg.tagged_targets(project=project, client=client_id)
                 seen["id"] = reg.last_event_id()
-                return seen["id"], reg.current_targets(project=project, client=client_id)
+                return seen["id"], targets
+
+        def state(pinned: bool) -> str:
+            return sync_state(
+                f"{where}|{tags['tag']}", loras_dir=loras_dir(comfyui), project=project, client=client_id, pin=pinned
+            )
 
         def last_change() -> int:
             # a long poll of the server's change feed, or the embedded log read every --interval
             return wl.wait_for_change(seen["id"], poll=interval)
 
-        def apply(targets: list[Any]) -> SyncReport:
+        def apply(targets: list[Any]) -> "SyncReport":
             with byte_progress(not (as_json or watch)) as progress:
                 report = sync_comfyui(
                     targets, wl.store, comfyui, project=project, pin=pin, check=check, verify=verify, progress=progress,
-                    preview=partial(_preview, wl, client_id),
+                    preview=partial(_preview, wl, client_id), tag=tags["tag"] or None,
+                    state=state if tags["tag"] else None,
                 )  # fmt: skip
             if comfyui_url and report.changed:
                 report.comfyui_error = free_comfyui(comfyui_url)
@@ -125,7 +155,56 @@ def sync(
             raise typer.Exit(1)
 
 
-def _show(report: SyncReport, *, as_json: bool, lines: bool) -> None:
+def _registry_identity() -> str:
+    """Which registry this sync reads: the server's URL, or the embedded database's."""
+    current = settings()
+    return current.server.rstrip("/") if current.server else current.resolved_database_url
+
+
+def _nothing_to_do(
+    comfyui: Path, *, project: str | None, client_id: str | None, pin: bool | None, check: bool
+) -> "SyncReport | None":
+    """The report of a sync with nothing to do, told from the manifest's recorded state with the
+    standard library alone (``registry.sync.quick``); ``None`` when the full sync has to look."""
+    import os
+
+    from cli.app import overrides
+    from registry.sync import quick
+    from registry.sync.folder import SyncReport, loras_dir
+
+    loras = loras_dir(comfyui)
+    recorded = quick.recorded(loras)
+    if recorded is None or recorded[1] is None:
+        return None
+    doc, _, recorded_pin = recorded
+    server = overrides().get("server") or quick.setting(os.environ, "server")
+    token = overrides().get("token") or quick.setting(os.environ, "token")
+    if server:
+        tag = doc.get("tag")
+        if not isinstance(tag, str) or not tag:
+            return None
+        if not quick.remote_unchanged(server, token, project=project, client=client_id, etag=tag):
+            return None
+        where = server.rstrip("/")
+    else:
+        if token:  # the embedded registry under a token's role: the full sync checks the token
+            return None
+        where = quick.embedded_database_url(os.environ)
+        tag = quick.embedded_tag(where)
+        if tag is None:
+            return None
+    want = quick.sync_state(
+        f"{where}|{tag}", loras_dir=loras, project=project, client=client_id,
+        pin=recorded_pin if pin is None else pin,
+    )  # fmt: skip
+    done = quick.folder_unchanged(loras, doc, want)
+    if done is None:
+        return None
+    done.pop("drift")
+    return SyncReport(**done | {"checked": check})
+
+
+def _show(report: "SyncReport", *, as_json: bool, lines: bool) -> None:
     if as_json:
         render.emit_json(report.as_dict(), lines=lines)
         sys.stdout.flush()
@@ -135,7 +214,7 @@ def _show(report: SyncReport, *, as_json: bool, lines: bool) -> None:
             render.console.print(render.drift_table(report))
 
 
-def _reported(outcome: AgentPass, *, as_json: bool) -> None:
+def _reported(outcome: "AgentPass", *, as_json: bool) -> None:
     if as_json:
         render.emit_json({"reports": asdict(outcome)}, lines=True)
         sys.stdout.flush()
@@ -143,7 +222,7 @@ def _reported(outcome: AgentPass, *, as_json: bool) -> None:
         render.err_console.print(render.agent_summary(outcome))
 
 
-def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> ReportAgent:
+def _agent(wl: "Backend", url: str, comfyui: Path, client_id: str | None) -> "ReportAgent":
     """The host agent for the ComfyUI at ``url``; its outbox and memory live under $WANLORA_HOME/agent."""
     from registry.sync.agent import ReportAgent
     from registry.sync.comfyui import loras_dir
@@ -155,7 +234,7 @@ def _agent(wl: Backend, url: str, comfyui: Path, client_id: str | None) -> Repor
     )  # fmt: skip
 
 
-def _preview(backend: Backend, client: str | None, target: SyncTarget) -> bytes | None:
+def _preview(backend: "Backend", client: str | None, target: "SyncTarget") -> bytes | None:
     with backend.registry(write=False) as reg:
         try:
             return reg.preview(project=target.project, name=target.lora, version=target.version, client=client)
@@ -163,7 +242,7 @@ def _preview(backend: Backend, client: str | None, target: SyncTarget) -> bytes 
             return None
 
 
-def _report(backend: Backend, project: str, lora: str, version: str, outcome: ReportIn) -> None:
+def _report(backend: "Backend", project: str, lora: str, version: str, outcome: "ReportIn") -> None:
     with backend.evaluation() as ev:
         ev.report(project=project, name=lora, version=version, outcome=outcome)
 

@@ -2,8 +2,6 @@
 
 The trainer itself (``trainer/``) is a library without a terminal; this module gives it one."""
 
-from __future__ import annotations
-
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -78,7 +76,7 @@ def train(
         )  # fmt: skip
 
 
-def _gpu_memory_gb(config: TrainConfig) -> float | None:
+def _gpu_memory_gb(config: "TrainConfig") -> float | None:
     if config.gpu_memory_gb:
         return config.gpu_memory_gb
     try:
@@ -91,7 +89,7 @@ def _gpu_memory_gb(config: TrainConfig) -> float | None:
     return None
 
 
-def _preflight(config: TrainConfig, samples: int, out: Console) -> dict[str, Any]:
+def _preflight(config: "TrainConfig", samples: int, out: Console) -> dict[str, Any]:
     from trainer.preflight import estimate, remedies
 
     est = estimate(config, samples)
@@ -127,7 +125,7 @@ def _preflight(config: TrainConfig, samples: int, out: Console) -> dict[str, Any
 def run_training(
     config_file: Path | None,
     overrides: dict[str, Any],
-    backend: Backend,
+    backend: "Backend",
     *,
     sweep: bool,
     preflight_only: bool,

@@ -1,7 +1,5 @@
 """`wanlora webhook`: signed notifications and their delivery log."""
 
-from __future__ import annotations
-
 from typing import Annotated
 
 import typer

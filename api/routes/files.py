@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import secrets
@@ -19,12 +20,19 @@ from api.errors import ERROR_RESPONSES, error_response
 from registry.backends.local import Wanlora
 from registry.blobs.base import CHUNK
 from registry.blobs.local import LocalStore
-from registry.domain.access import Action
+from registry.domain.access import Action, Principal
 from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
 from registry.domain.schemas import FileMatch, SyncTarget, check_name
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")
+UPLOAD_BATCH = 8 * 1024 * 1024  # received chunks (~64 KiB) are gathered and written this much at a time
+
+
+class _BigChunkFile(FileResponse):
+    """Starlette's FileResponse reads 64 KiB per thread hop; 1 MiB keeps a download at disk speed."""
+
+    chunk_size = 1024 * 1024
 
 
 class Upload(BaseModel):
@@ -75,20 +83,39 @@ async def upload(
     path = state.uploads / upload_id
     digest = hashlib.sha256()
     size = 0
-    fh = await run_in_threadpool(open, path, "wb")
+    fh = await run_in_threadpool(open, path, "wb", 0)
+    batch = bytearray()
+    pending: asyncio.Future[None] | None = None  # the previous batch, hashed and written off the loop
+
+    def _spill(data: bytearray) -> None:
+        digest.update(data)  # hashlib and the write release the GIL: this runs beside the receiving loop
+        fh.write(data)
+
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > limit:
                 raise _TooLarge
-            digest.update(chunk)
-            await run_in_threadpool(fh.write, chunk)
+            batch += chunk
+            if len(batch) >= UPLOAD_BATCH:
+                if pending is not None:
+                    await pending
+                pending = asyncio.ensure_future(run_in_threadpool(_spill, batch))
+                batch = bytearray()
+        if pending is not None:
+            await pending
+            pending = None
+        await run_in_threadpool(_spill, batch)
         await run_in_threadpool(fh.close)
     except _TooLarge:
+        if pending is not None:
+            await asyncio.wait([pending])
         fh.close()
         path.unlink(missing_ok=True)
         return error_response(413, "too_large", f"upload is over the {limit:,}-byte limit", "ask for a higher limit")
     except BaseException:
+        if pending is not None:
+            await asyncio.wait([pending])
         fh.close()
         path.unlink(missing_ok=True)
         raise
@@ -141,7 +168,7 @@ def download(
         state.wl.take_out_of_service(sha256, exc.message)
         raise _corrupt(sha256) from exc
     if isinstance(store, LocalStore):
-        return FileResponse(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
+        return _BigChunkFile(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
     url = getattr(store, "download_url", lambda _: None)(sha256)
     if url:
         return RedirectResponse(url, status_code=307, headers={"ETag": etag})
@@ -209,21 +236,23 @@ async def resolve(
     state: StateDep,
     lora: Annotated[str | None, Query()] = None,
     client: ClientQuery = None,
+    if_none_match: Annotated[str | None, Header()] = None,
 ) -> Response:
     """The hot path of every ComfyUI host. Answers are cached per caller and request, and stay valid
     while the event log does not move (re-checked every `change_check_seconds`); a cached answer is
     served without leaving the event loop, everything else runs in the thread pool. With `client`, a
     LoRA under trial answers with its candidate when the client falls in the trial's share."""
-    generations = state.generation
-    assert generations is not None
-    generation = await run_in_threadpool(generations.current) if generations.due() else generations.current()
+    generation = await current_generation(state)
     base = str(request.base_url).rstrip("/")
+    etag = answer_etag(generation, caller.principal, "resolve", project, lora, base, client)
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers={"ETag": etag})
     key = ("resolve", caller.principal, project, lora, base, client)
     body = state.responses.get(key, generation)
     if body is None:
         body = await run_in_threadpool(_resolve_body, caller, project, lora, base, client)
         state.responses.put(key, generation, body)
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, client: str | None) -> bytes:
@@ -243,9 +272,51 @@ def which(
         return reg.which(sha256=sha256, payload_sha256=payload_sha256, autov3=autov3)
 
 
-@router.get("/resolve", summary="Current versions of every project (or one) this caller may pull, for sync")
-def resolve_all(
-    caller: CallerDep, project: Annotated[str | None, Query()] = None, client: ClientQuery = None
-) -> list[SyncTarget]:
+@router.get(
+    "/resolve",
+    summary="Current versions of every project (or one) this caller may pull, for sync (ETag, 304)",
+    response_model=list[SyncTarget],
+    responses={304: {"description": "Nothing changed since the ETag given in If-None-Match"}},
+)
+async def resolve_all(
+    caller: CallerDep,
+    state: StateDep,
+    project: Annotated[str | None, Query()] = None,
+    client: ClientQuery = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """What `wanlora sync` brings into a ComfyUI folder. The answer is tagged with an ETag made of the
+    event log's head and this caller's identity and request: while nothing changes, a request with
+    `If-None-Match` gets 304 without a database query."""
+    generation = await current_generation(state)
+    etag = answer_etag(generation, caller.principal, "resolve_all", project, client)
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers={"ETag": etag})
+    key = ("resolve_all", caller.principal, project, client)
+    body = state.responses.get(key, generation)
+    if body is None:
+        body = await run_in_threadpool(_targets_body, caller, project, client)
+        state.responses.put(key, generation, body)
+    return Response(body, media_type="application/json", headers={"ETag": etag})
+
+
+_TARGETS = TypeAdapter(list[SyncTarget])
+
+
+def _targets_body(caller: Wanlora, project: str | None, client: str | None) -> bytes:
     with caller.registry(write=False) as reg:
-        return reg.current_targets(project=project, client=client)
+        return _TARGETS.dump_json(reg.current_targets(project=project, client=client))
+
+
+async def current_generation(state: ServerState) -> int:
+    """The event log's head as this process knows it: off the event loop only when it reads the database."""
+    generations = state.generation
+    assert generations is not None
+    return await run_in_threadpool(generations.current) if generations.due() else generations.current()
+
+
+def answer_etag(generation: int, principal: Principal, *request: object) -> str:
+    """A weak ETag that holds while the event log stays at ``generation``, for this caller and request
+    (the same in every worker process: no ``hash()``)."""
+    who = hashlib.sha256(repr((principal, request)).encode()).hexdigest()[:20]
+    return f'W/"{generation}-{who}"'

@@ -108,6 +108,11 @@ class RegistryOps(Protocol):
 
     def last_event_id(self) -> int: ...
 
+    def tagged_targets(self, *, project: str | None = None, client: str | None = None) -> tuple[str, list[SyncTarget]]:
+        """``current_targets`` with a tag that changes whenever their answer may: the embedded
+        registry's schema revision and event-log head, or the server's ETag for this caller."""
+        ...
+
 
 class EvaluationOps(Protocol):
     """The three phases' evidence, trials, host reports and monitoring."""

@@ -51,12 +51,17 @@ class Http:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout, follow_redirects=True)
 
-    def call(self, method: str, path: str, **kw: Any) -> Any:
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """The server's answer, its errors raised as the registry's own."""
         try:
             response = self.client.request(method, path, **kw)
         except httpx.HTTPError as exc:
             raise WanloraError(f"cannot reach {self.base}: {exc}", hint="check --server / WANLORA_SERVER") from exc
         raise_for(response)
+        return response
+
+    def call(self, method: str, path: str, **kw: Any) -> Any:
+        response = self.request(method, path, **kw)
         return (
             response.json()
             if response.headers.get("content-type", "").startswith("application/json")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from registry.backends.contract import Progress, SchemaStatus
 from registry.backends.http import Http, RemoteStore, lora_path, project_path, raise_for
 from registry.blobs.base import CHUNK
 from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
-from registry.domain.errors import IntegrityError, InvalidFile, InvalidInput, NotFound
+from registry.domain.errors import IntegrityError, InvalidFile, InvalidInput, NotFound, WanloraError
 from registry.domain.eval_schemas import (
     EvaluationIn,
     EvaluationPublic,
@@ -145,9 +146,15 @@ class RemoteRegistry:
         return str(self.http.call("GET", f"{lora_path(project, name)}/notes"))
 
     def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
+        return self.tagged_targets(project=project, client=client)[1]
+
+    def tagged_targets(self, *, project: str | None = None, client: str | None = None) -> tuple[str, list[SyncTarget]]:
         params = {k: v for k, v in (("project", project), ("client", client)) if v}
-        rows = self.http.call("GET", "/api/v1/resolve", params=params or None)
-        return [SyncTarget.model_validate(r) for r in rows]
+        response = self.http.request("GET", "/api/v1/resolve", params=params or None)
+        rows = response.json()
+        if not isinstance(rows, list):
+            raise WanloraError(f"{self.http.base} answered /api/v1/resolve with {type(rows).__name__}, not a list")
+        return response.headers.get("etag", ""), [SyncTarget.model_validate(r) for r in rows]
 
     def preview(self, *, project: str, name: str, version: str, client: str | None = None) -> bytes | None:
         response = self.http.client.get(
@@ -338,24 +345,31 @@ class RemoteWanlora:
         size = Path(path).stat().st_size
         digest = hashlib.sha256()
 
-        def body() -> Iterator[bytes]:
+        def body(hasher: ThreadPoolExecutor) -> Iterator[bytes]:
             done = 0
-            with open(path, "rb") as fh:
+            pending: Future[None] | None = None
+            with open(path, "rb", buffering=0) as fh:
                 while chunk := fh.read(CHUNK):
-                    digest.update(chunk)
+                    # the previous chunk is hashed on another core while this one goes out
+                    if pending is not None:
+                        pending.result()
+                    pending = hasher.submit(digest.update, chunk)
                     done += len(chunk)
                     if progress:
                         progress(label, done, size)
                     yield chunk
+            if pending is not None:
+                pending.result()
 
-        answer = self.http.call(
-            "POST",
-            "/api/v1/uploads",
-            params={"project": project},
-            content=body(),
-            headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
-            timeout=None,
-        )
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-upload-hash") as hasher:
+            answer = self.http.call(
+                "POST",
+                "/api/v1/uploads",
+                params={"project": project},
+                content=body(hasher),
+                headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
+                timeout=None,
+            )
         if answer["sha256"] != digest.hexdigest():
             raise IntegrityError(f"the server received {path.name} damaged (sha256 differs)", hint="upload again")
         return str(answer["upload_id"])

@@ -21,6 +21,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlmodel import Session
 
+from registry.db.watch import ChangeSignal, FileSignal, PostgresSignal
 from registry.domain.errors import InvalidInput, SchemaOutdated, Unavailable
 
 __all__ = ["Database", "alembic_config"]
@@ -137,6 +138,16 @@ class Database:
             raise
         finally:
             session.close()
+
+    def change_signal(self, interval: float) -> ChangeSignal:
+        """Something to block on until the event log may have moved (``registry.db.watch``)."""
+        if self.is_sqlite:
+            database = make_url(self.url).database
+            return FileSignal(Path(database or ":memory:").expanduser(), interval)
+        dialect = self.engine.dialect
+        cargs, cparams = dialect.create_connect_args(self.engine.url)
+        cparams = {k: v for k, v in cparams.items() if k != "context"}  # SQLAlchemy's adapters: not needed here
+        return PostgresSignal(lambda: dialect.loaded_dbapi.connect(*cargs, connect_timeout=10, **cparams))
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -30,3 +30,10 @@ def canary(trial_id: int, key: str, share: float) -> bool:
     for an id during a trial, and each trial draws its own share."""
     bucket = int.from_bytes(hashlib.sha256(f"{trial_id}:{key}".encode()).digest()[:8], "big") % 10_000
     return bucket < round(share * 100)
+
+
+def targets_tag(revision: str | None, head: int) -> str:
+    """An embedded registry's tag for what ``current_targets`` answers: its schema revision and event-log
+    head (every change to a target appends an event). The full sync and its fast path
+    (``registry.sync.quick``) both record it in this form."""
+    return f"db:{revision or '-'}:{head}"

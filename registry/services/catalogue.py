@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_
+from sqlalchemy import ColumnElement, func, or_, text
 from sqlmodel import col, select
 
 from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile, VersionPreview
 from registry.domain.access import Action
 from registry.domain.clock import as_utc
-from registry.domain.digests import canary
+from registry.domain.digests import canary, targets_tag
 from registry.domain.enums import Category, FileRole, Status
 from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.notes import training_notes
@@ -355,3 +355,11 @@ class CatalogueService(Service):
 
     def last_event_id(self) -> int:
         return self.session.exec(select(func.max(Event.id))).one() or 0
+
+    def tagged_targets(self, *, project: str | None = None, client: str | None = None) -> tuple[str, list[SyncTarget]]:
+        """``current_targets`` with the registry's tag for them (``digests.targets_tag``), read first:
+        under READ COMMITTED a change landing in between makes the tag older than the answer, never
+        newer, so a sync that recorded it looks again next time."""
+        revision = self.session.execute(text("SELECT version_num FROM alembic_version")).scalar()
+        tag = targets_tag(revision, self.last_event_id())
+        return tag, self.current_targets(project=project, client=client)

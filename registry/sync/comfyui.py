@@ -22,8 +22,9 @@ import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from registry.blobs.base import CHUNK, ArtifactSource, check_digest, fsync_dir
+from registry.blobs.base import CHUNK, ArtifactSource, VerifyingReader, check_digest, fsync_dir
 from registry.domain.digests import file_sha256
 from registry.domain.errors import IntegrityError, InvalidInput
 from registry.domain.schemas import SyncTarget, check_name, parse_semver
@@ -43,6 +44,7 @@ from registry.sync.folder import (
     walk,
     write_atomic,
 )
+from registry.sync.quick import read_manifest
 from registry.sync.sidecar_sync import PreviewSource, sync_sidecars
 
 __all__ = ["copy_verified", "sync_comfyui", "wanted_files", "watch_comfyui"]
@@ -87,18 +89,21 @@ def copy_verified(store: ArtifactSource, want: Wanted, dest: Path, progress: Pro
     """Stream one artifact to ``dest`` atomically: temp file in the same folder, fsync, verify, rename."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=TMP_PREFIX)
-    digest = hashlib.sha256()
     done = 0
     try:
         with os.fdopen(fd, "wb", buffering=0) as out, store.open(want.sha256) as src:
+            # A verifying reader hashes what it hands out and raises at its end on a mismatch: one
+            # hash of the bytes, not two. Any other source is hashed here.
+            digest = None if isinstance(src, VerifyingReader) and src.sha256 == want.sha256 else hashlib.sha256()
             while chunk := src.read(CHUNK):
-                digest.update(chunk)
+                if digest is not None:
+                    digest.update(chunk)
                 out.write(chunk)
                 done += len(chunk)
                 if progress:
                     progress(want.relpath, done, want.size)
             os.fsync(out.fileno())
-        if digest.hexdigest() != want.sha256:
+        if digest is not None and digest.hexdigest() != want.sha256:
             raise IntegrityError(f"copy of {want.relpath} does not match its sha256", hint="run the sync again")
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
@@ -119,9 +124,15 @@ def sync_comfyui(
     verify: bool = False,
     progress: Progress | None = None,
     preview: PreviewSource | None = None,
+    tag: str | None = None,
+    state: Callable[[bool], str] | None = None,
 ) -> SyncReport:
     """Bring ``comfyui``'s wanlora folder to ``targets``, sidecars included; with ``check``, only report
-    the drift. ``pin`` (keep NAME@VERSION files too) defaults to what the last sync did."""
+    the drift. ``pin`` (keep NAME@VERSION files too) defaults to what the last sync did.
+
+    ``tag`` is the registry's tag for ``targets`` and ``state(pin)`` the state they make with this
+    sync's options: a sync that ends clean records both in the manifest, so the next one with nothing
+    to do is answered by ``registry.sync.quick`` without a query for the targets."""
     base = loras_dir(comfyui)
     root = base / ROOT
     report = SyncReport(loras_dir=str(base), checked=check)
@@ -198,11 +209,30 @@ def sync_comfyui(
     sync_sidecars(root, wanted, manifest, new_manifest, report, project=project, preview=preview)
     report.unknown = sorted(rel for rel in on_disk if rel not in manifest and rel not in wanted)
 
-    if not check and (new_manifest != manifest or report.pinned != pinned):
-        doc = {"version": 1, "pin": report.pinned, "files": new_manifest}
+    if not check:
+        _save_manifest(root, report, manifest, new_manifest, pinned, tag=tag, state=state)
+    return report
+
+
+def _save_manifest(
+    root: Path,
+    report: SyncReport,
+    manifest: dict[str, dict[str, Any]],
+    new_manifest: dict[str, dict[str, Any]],
+    pinned: bool,
+    *,
+    tag: str | None,
+    state: Callable[[bool], str] | None,
+) -> None:
+    """Write the manifest when anything in it changed, with the state of a clean sync."""
+    recorded = read_manifest(root) or {}
+    # clean: nothing left for the next sync to report (what this one found missing or outdated it fixed)
+    clean = not (report.conflicts or report.unknown or set(report.modified) - set(report.copied))
+    new_state = state(report.pinned) if state is not None and clean else None
+    if new_manifest != manifest or report.pinned != pinned or recorded.get("state") != new_state:
+        doc = {"version": 1, "pin": report.pinned, "files": new_manifest, "state": new_state, "tag": tag}
         write_atomic(root / MANIFEST, json.dumps(doc, indent=1).encode())
         prune_empty_dirs(root)
-    return report
 
 
 def watch_comfyui(

@@ -9,12 +9,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from registry.domain.errors import InvalidInput
-from registry.domain.schemas import SyncTarget
+
+if TYPE_CHECKING:
+    from registry.domain.schemas import SyncTarget
 
 __all__ = [
     "MANIFEST",
@@ -67,6 +67,7 @@ class SyncReport:
     sidecars_missing: list[str] = field(default_factory=list)  # with check: would be written
     comfyui_freed: bool | None = None  # with a ComfyUI URL: whether it dropped its caches after a change
     comfyui_error: str | None = None
+    fast: bool = False  # answered from the manifest's recorded state (registry.sync.quick), nothing read
 
     @property
     def changed(self) -> bool:
@@ -122,6 +123,8 @@ def loras_dir(comfyui: Path) -> Path:
     comfyui = Path(comfyui).expanduser()
     extra = comfyui / "extra_model_paths.yaml"
     if extra.is_file():
+        import yaml
+
         try:
             doc = yaml.safe_load(extra.read_text()) or {}
         except yaml.YAMLError as exc:
