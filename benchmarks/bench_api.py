@@ -62,8 +62,9 @@ def wait_http(url: str, timeout: float = 60) -> None:
 class Server:
     """`wanlora serve` under GNU time, so that its peak RSS is known when it stops."""
 
-    def __init__(self, home: Path, workers: int = 1) -> None:
+    def __init__(self, home: Path, workers: int | None = None) -> None:
         home.mkdir(parents=True, exist_ok=True)
+        (home / "policy.toml").write_text("[default]\nrequire = []\n")  # promotion without the gate
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.rss_file = home / "server-rss"
@@ -72,7 +73,7 @@ class Server:
             self.env.pop(key, None)
         self.proc = subprocess.Popen(
             [GNU_TIME, "-f", "%M", "-o", str(self.rss_file), WANLORA, "serve", "--port", str(self.port),
-             "--workers", str(workers), "--no-access-log"],
+             *(["--workers", str(workers)] if workers else []), "--no-access-log"],
             env=self.env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
@@ -121,7 +122,7 @@ def bench_transfer(work: Path, size_gb: float) -> dict[str, float]:
         out = subprocess.run([WANLORA, "token", "create", "-u", "host", "-p", "bench", "-r", "production", "--json"],
                              env=env, capture_output=True, text=True, check=True)  # fmt: skip
         production = json.loads(out.stdout)["token"]
-        down_t, down_rss = cli(server, production, "sync", "--comfyui", str(work / "ComfyUI"), "--json")
+        down_t, down_rss = cli(server, production, "sync", "--comfyui", str(work / "ComfyUI"), "--create", "--json")
     finally:
         server_rss = server.stop()
     ref = cp_t + sha_t

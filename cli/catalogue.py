@@ -19,11 +19,15 @@ def list_(
     project: Annotated[str | None, typer.Option("--project", "-p", help="Only this project.")] = None,
     category: Annotated[str | None, typer.Option("--category", "-c")] = None,
     status: Annotated[str | None, typer.Option("--status", "-s", help="LoRAs with a version in it.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", "-n", min=1, max=1000, help="One page of this many.")] = None,
+    after: Annotated[
+        str | None, typer.Option("--after", help="The page after this LoRA (NAME, or PROJECT/NAME without -p).")
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """List LoRAs with their current and latest versions."""
     with backend() as wl, wl.registry(write=False) as reg:
-        rows = reg.list_loras(project=project, category=category, status=status)
+        rows = reg.list_loras(project=project, category=category, status=status, limit=limit, after=after)
     if as_json:
         render.emit_json(rows)
     elif not rows:

@@ -257,7 +257,7 @@ async def resolve(
 
 def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, client: str | None) -> bytes:
     with caller.registry(write=False) as reg:
-        targets = reg.current_targets(project=project, client=client)
+        targets = reg.current_targets(project=project, client=client, lora=lora)
     return _RESOLVED.dump_json([_resolved(t, base, client) for t in targets if lora is None or t.lora == lora])
 
 

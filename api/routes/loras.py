@@ -12,6 +12,7 @@ from api.deps import MAX_ID, CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
 from api.routes.files import ClientQuery, may_register, upload_path
 from registry.domain.errors import NotFound, PermissionDenied
+from registry.domain.limits import MAX_PAGE
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
 
@@ -52,18 +53,39 @@ ReasonBody = Annotated[Reason | None, Body()]
 every_project = APIRouter(prefix="/api/v1", tags=["loras"], responses=ERROR_RESPONSES)
 
 
-@every_project.get("/loras", summary="List LoRAs of every project this caller may read")
-def list_all_loras(caller: CallerDep, category: str | None = None, status: str | None = None) -> list[LoraSummary]:
-    with caller.registry(write=False) as reg:
-        return reg.list_loras(category=category, status=status)
+PageLimit = Annotated[
+    int | None, Query(ge=1, le=MAX_PAGE, description="At most this many LoRAs (a page); without it, all.")
+]
+PageAfter = Annotated[
+    str | None,
+    Query(max_length=200, description="The page after this LoRA (`name`, or `project/name` across projects)."),
+]
 
 
-@router.get("/loras", summary="List LoRAs")
-def list_loras(
-    project: str, caller: CallerDep, category: str | None = None, status: str | None = None
+@every_project.get("/loras", summary="List LoRAs of every project this caller may read (paged with limit/after)")
+def list_all_loras(
+    caller: CallerDep,
+    category: str | None = None,
+    status: str | None = None,
+    limit: PageLimit = None,
+    after: PageAfter = None,
 ) -> list[LoraSummary]:
     with caller.registry(write=False) as reg:
-        return reg.list_loras(project=project, category=category, status=status)
+        return reg.list_loras(category=category, status=status, limit=limit, after=after)
+
+
+@router.get("/loras", summary="List LoRAs (paged with limit/after)")
+def list_loras(
+    project: str,
+    caller: CallerDep,
+    category: str | None = None,
+    status: str | None = None,
+    limit: PageLimit = None,
+    after: PageAfter = None,
+) -> list[LoraSummary]:
+    """Ordered by name. With `limit`, one page; the next starts `after` the last name of this one."""
+    with caller.registry(write=False) as reg:
+        return reg.list_loras(project=project, category=category, status=status, limit=limit, after=after)
 
 
 @router.post("/loras", status_code=201, summary="Create a LoRA")

@@ -63,7 +63,13 @@ class RegistryOps(Protocol):
     """The catalogue and the lifecycle."""
 
     def list_loras(
-        self, *, project: str | None = None, category: str | None = None, status: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[LoraSummary]: ...
 
     def create_lora(
@@ -102,7 +108,9 @@ class RegistryOps(Protocol):
 
     def notes(self, *, project: str, name: str) -> str: ...
 
-    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]: ...
+    def current_targets(
+        self, *, project: str | None = None, client: str | None = None, lora: str | None = None
+    ) -> list[SyncTarget]: ...
 
     def preview(self, *, project: str, name: str, version: str, client: str | None = None) -> bytes | None: ...
 

@@ -59,9 +59,16 @@ class RemoteRegistry:
         self.http = http
 
     def list_loras(
-        self, *, project: str | None = None, category: str | None = None, status: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[LoraSummary]:
-        params = {k: v for k, v in (("category", category), ("status", status)) if v}
+        given = (("category", category), ("status", status), ("limit", limit), ("after", after))
+        params = {k: v for k, v in given if v is not None}
         if project:
             rows = self.http.call("GET", f"{project_path(project)}/loras", params=params)
         else:
@@ -145,8 +152,11 @@ class RemoteRegistry:
     def notes(self, *, project: str, name: str) -> str:
         return str(self.http.call("GET", f"{lora_path(project, name)}/notes"))
 
-    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
-        return self.tagged_targets(project=project, client=client)[1]
+    def current_targets(
+        self, *, project: str | None = None, client: str | None = None, lora: str | None = None
+    ) -> list[SyncTarget]:
+        targets = self.tagged_targets(project=project, client=client)[1]
+        return [t for t in targets if lora is None or t.lora == lora]
 
     def tagged_targets(self, *, project: str | None = None, client: str | None = None) -> tuple[str, list[SyncTarget]]:
         params = {k: v for k, v in (("project", project), ("client", client)) if v}

@@ -11,6 +11,7 @@ from registry.domain.errors import InvalidInput
 __all__ = [
     "MAX_JSON_BYTES",
     "MAX_JSON_DEPTH",
+    "MAX_PAGE",
     "MAX_REASON",
     "MAX_TEXT",
     "MAX_TRIGGER_WORD",
@@ -22,6 +23,7 @@ __all__ = [
 
 MAX_TEXT = 64 * 1024  # a changelog, known issues, a description, an evaluation summary (characters)
 MAX_REASON = 4000  # a promote, rollback, deprecate or trial reason
+MAX_PAGE = 1000  # LoRAs in one page of a listing
 MAX_TRIGGER_WORDS = 64
 MAX_TRIGGER_WORD = 128
 MAX_JSON_DEPTH = 16  # hyperparameters, dataset summary, evaluation details: nesting levels

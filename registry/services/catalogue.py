@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import ColumnElement, func, or_, text
+from sqlalchemy import ColumnElement, func, or_, text, tuple_
 from sqlmodel import col, select
 
 from registry.db.tables import Event, Lora, Project, Trial, Version, VersionFile, VersionPreview
@@ -20,6 +20,7 @@ from registry.domain.clock import as_utc
 from registry.domain.digests import canary, targets_tag
 from registry.domain.enums import Category, FileRole, Status
 from registry.domain.errors import InvalidInput, NotFound
+from registry.domain.limits import MAX_PAGE
 from registry.domain.notes import training_notes
 from registry.domain.schemas import (
     Change,
@@ -57,8 +58,17 @@ class CatalogueService(Service):
             return None
 
     def list_loras(
-        self, *, project: str | None = None, category: str | None = None, status: str | None = None
+        self,
+        *,
+        project: str | None = None,
+        category: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> list[LoraSummary]:
+        """The LoRAs by project and name. With ``limit``, one page of at most that many, after the LoRA
+        named ``after`` (``project/name``, or ``name`` within ``project``): a keyset page, which costs
+        the same on the thousandth page as on the first."""
         query = select(Lora, Project).join(Project, col(Project.id) == Lora.project_id)
         if project:
             self.scope.require(project, Action.LORA_READ)  # naming a project one may not read is refused
@@ -66,6 +76,19 @@ class CatalogueService(Service):
             query = query.where(Project.name == project)
         if category:
             query = query.where(Lora.category == category)
+        if limit is not None:
+            if not 1 <= limit <= MAX_PAGE:
+                raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}, not {limit}")
+            query = query.where(col(Project.id).in_(self._listable_projects(project)))
+            if status:  # in the query, so that pages stay full
+                query = query.where(
+                    select(Version.id).where(Version.lora_id == Lora.id, Version.status == status).exists()
+                )
+            if after:
+                after_project, _, after_name = after.rpartition("/")
+                after_project = after_project or project or ""
+                query = query.where(tuple_(Project.name, Lora.name) > tuple_(after_project, after_name))
+            query = query.limit(limit)
         rows = list(self.session.exec(query.order_by(Project.name, Lora.name)).all())
         by_lora: dict[int, list[Version]] = {lora.id or 0: [] for lora, _ in rows}
         if rows:
@@ -97,6 +120,13 @@ class CatalogueService(Service):
                 )
             )
         return out
+
+    def _listable_projects(self, project: str | None) -> list[int]:
+        """The ids of the projects whose LoRAs this caller may list (all of them, or ``project``)."""
+        query = select(Project.id, Project.name)
+        if project:
+            query = query.where(Project.name == project)
+        return [pid for pid, name in self.session.exec(query).all() if self.scope.can(name, Action.LORA_READ)]
 
     def which(
         self, *, sha256: str | None = None, payload_sha256: str | None = None, autov3: str | None = None
@@ -257,23 +287,31 @@ class CatalogueService(Service):
                 return  # a trial's candidate is served to its share of hosts and jobs
         raise NotFound(f"no file {sha256[:12]} that this caller may download")
 
-    def current_rows(self, *, project: str | None, action: Action) -> list[tuple[Version, Lora, Project]]:
+    def current_rows(
+        self, *, project: str | None, action: Action, lora: str | None = None
+    ) -> list[tuple[Version, Lora, Project]]:
         """Every current version with its LoRA and project, where the caller may ``action``."""
-        return current_rows(self.scope, project=project, action=action)
+        return current_rows(self.scope, project=project, action=action, lora=lora)
 
-    def current_targets(self, *, project: str | None = None, client: str | None = None) -> list[SyncTarget]:
-        """Every current version (optionally of one project) with its files, in one round of queries.
-        With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate instead when the
-        client falls in the trial's share (also a LoRA with no current version yet): sticky, so the
-        host keeps the same answer."""
+    def current_targets(
+        self, *, project: str | None = None, client: str | None = None, lora: str | None = None
+    ) -> list[SyncTarget]:
+        """Every current version (optionally of one project, or one LoRA of it) with its files, in one
+        round of queries. With ``client`` (a ComfyUI host's id), a LoRA under trial gives its candidate
+        instead when the client falls in the trial's share (also a LoRA with no current version yet):
+        sticky, so the host keeps the same answer."""
         rows = [
             (v, lo, p)
-            for v, lo, p in self.current_rows(project=project, action=Action.ARTIFACT_PULL)
+            for v, lo, p in self.current_rows(
+                project=project, action=Action.ARTIFACT_PULL, lora=lora if project else None
+            )
             if self.scope.can(p.name, Action.VERSION_READ_CURRENT)
         ]
         on_trial: set[int] = set()
         if client:
             rows, on_trial = self._trial_swap(rows, client, project)
+            if lora is not None:
+                rows = [row for row in rows if row[1].name == lora]
         files = files_of(self.scope, [v.id or 0 for v, _, _ in rows])
         previews = dict(
             self.session.exec(

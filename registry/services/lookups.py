@@ -109,9 +109,11 @@ def lora_and_version(
     return lora, version_row(scope, lora, version, project)
 
 
-def current_rows(scope: Scope, *, project: str | None, action: Action) -> list[tuple[Version, Lora, Project]]:
-    """Every current version with its LoRA and project (optionally of one project), in one query,
-    in the projects where the caller may ``action``."""
+def current_rows(
+    scope: Scope, *, project: str | None, action: Action, lora: str | None = None
+) -> list[tuple[Version, Lora, Project]]:
+    """Every current version with its LoRA and project (optionally of one project, or one LoRA of it),
+    in one query, in the projects where the caller may ``action``."""
     query = (
         select(Version, Lora, Project)
         .join(Lora, col(Lora.id) == Version.lora_id)
@@ -121,6 +123,8 @@ def current_rows(scope: Scope, *, project: str | None, action: Action) -> list[t
     if project:
         scope.require(project, action)
         query = query.where(Project.name == project)
+        if lora is not None:
+            query = query.where(Lora.name == lora)
     return [(v, lo, p) for v, lo, p in scope.session.exec(query).all() if scope.can(p.name, action)]
 
 
