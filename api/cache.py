@@ -1,6 +1,7 @@
 """Per-process caches that keep the hot read path (resolve) off the database.
 
-- ``AuthCache``: a presented token's principal for a few seconds. A revocation through this process
+- ``AuthCache``: a presented token's principal for a few seconds, checked again in the background in
+  the last half of that time, and once for a burst of callers. A revocation through this process
   clears it at once; other worker processes see it within ``ttl`` seconds.
 - ``Generation``: the event log's newest id, pushed by a watcher on the database's change signal (and
   re-read at once after a write through this process). Every state change appends an event, so a
@@ -29,6 +30,7 @@ class AuthCache:
     def __init__(self, ttl: float) -> None:
         self.ttl = ttl
         self._entries: dict[str, tuple[Principal, float]] = {}
+        self._checking: dict[str, asyncio.Future[Principal]] = {}
 
     @staticmethod
     def _key(token: str) -> str:
@@ -40,6 +42,27 @@ class AuthCache:
             return None
         return entry[0]
 
+    def lookup(self, token: str) -> tuple[Principal | None, bool]:
+        """The remembered principal (``None`` when there is none), and whether it is due to be checked
+        again: in the last half of its time, so that one caller re-checks it in the background while
+        the others keep being answered, instead of every caller missing at once when it runs out."""
+        entry = self._entries.get(self._key(token))
+        now = time.monotonic()
+        if entry is None or entry[1] <= now:
+            return None, True
+        return entry[0], entry[1] - now < self.ttl / 2
+
+    async def check(self, token: str, authenticate: Callable[[], Principal]) -> Principal:
+        """``authenticate()`` (in the thread pool) once for all the callers presenting ``token`` now:
+        a burst of requests with one token costs one database read, not one each."""
+        key = self._key(token)
+        task = self._checking.get(key)
+        if task is None:
+            task = asyncio.ensure_future(run_in_threadpool(authenticate))
+            self._checking[key] = task
+            task.add_done_callback(lambda _: self._checking.pop(key, None))
+        return await asyncio.shield(task)
+
     def put(self, token: str, principal: Principal, expires_at: datetime | None) -> None:
         if self.ttl <= 0:
             return
@@ -50,6 +73,9 @@ class AuthCache:
         if len(self._entries) > 10_000:
             self._entries.clear()
         self._entries[self._key(token)] = (principal, deadline)
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(self._key(token), None)
 
     def clear(self) -> None:
         self._entries.clear()

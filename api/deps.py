@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -66,7 +68,9 @@ IdQuery = Annotated[int | None, Query(ge=1, le=MAX_ID)]
 bearer = HTTPBearer(auto_error=False, description="An API token from `wanlora token create`.")
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    """Async, so that FastAPI calls it on the event loop: a sync dependency costs every request a hop
+    through the thread pool (most of a cached resolve's time under load)."""
     state: ServerState = request.app.state.wanlora
     return state
 
@@ -81,10 +85,24 @@ async def get_caller(
     429 after too many bad ones. A token checked moments ago is answered from memory, without leaving
     the event loop."""
     token = credentials.credentials if credentials else None
-    principal = state.auth.get(token) if token else None
-    if principal is None:
-        principal = await run_in_threadpool(_authenticate, state, token, client_address(request))
-    return state.wl.as_principal(principal)
+    if not token:
+        return state.wl.as_principal(await run_in_threadpool(_authenticate, state, token, client_address(request)))
+    remembered, due = state.auth.lookup(token)
+    if not due and remembered is not None:
+        return state.wl.as_principal(remembered)
+    checked = state.auth.check(token, partial(_authenticate, state, token, client_address(request)))
+    if remembered is None:
+        return state.wl.as_principal(await checked)
+    # still good for a moment: answer now, and let the check land in the cache
+    asyncio.ensure_future(checked).add_done_callback(_quietly)
+    return state.wl.as_principal(remembered)
+
+
+def _quietly(task: asyncio.Future[Principal]) -> None:
+    """A background re-check that failed (a token revoked meanwhile) has dropped nothing but itself:
+    the next request checks again and is refused."""
+    if not task.cancelled():
+        task.exception()
 
 
 def client_address(request: Request) -> str:
@@ -105,6 +123,8 @@ def _authenticate(state: ServerState, token: str | None, address: str) -> Princi
         with state.wl.accounts(write=False) as accounts:
             principal, expires_at = accounts.authenticate_with_expiry(token)
     except Unauthenticated:
+        if token:
+            state.auth.forget(token)  # a token revoked since it was remembered stops here
         state.sign_ins.failed(address, token)
         raise
     state.auth.put(token or "", principal, expires_at)

@@ -170,11 +170,11 @@ def mlflow_server(python: Path, work: Path) -> tuple[subprocess.Popen[str], str]
     return proc, url
 
 
-def bench_resolve(work: Path, duration: int, mlflow_python: Path | None, workers: int) -> dict[str, object]:
+def bench_resolve(work: Path, duration: int, mlflow_python: Path | None, workers: int | None) -> dict[str, object]:
     import httpx
 
     server = Server(work / "server", workers=workers)
-    results: dict[str, object] = {"connections": 32, "duration_s": duration, "wanlora_workers": workers}
+    results: dict[str, object] = {"connections": 32, "duration_s": duration, "wanlora_workers": workers or "default"}
     try:
         lora = synth_lora(work / "small.safetensors", base_model="wan2.2-ti2v-5b", rank=8, blocks=2, seed=3)
         env = {**server.env, "WANLORA_SERVER": server.url, "WANLORA_TOKEN": server.token}
@@ -216,6 +216,64 @@ def bench_resolve(work: Path, duration: int, mlflow_python: Path | None, workers
     return results
 
 
+def bench_mixed(work: Path, duration: int, workers: int | None) -> dict[str, object]:
+    """Reads at 64 connections (wrk on resolve) while writers register and promote through the API."""
+    import httpx
+
+    server = Server(work / "server", workers=workers)
+    results: dict[str, object] = {"connections": 64, "duration_s": duration, "wanlora_workers": workers or "default"}
+    try:
+        env = {**server.env, "WANLORA_SERVER": server.url, "WANLORA_TOKEN": server.token}
+        lora = synth_lora(work / "small.safetensors", base_model="wan2.2-ti2v-5b", rank=8, blocks=2, seed=3)
+        subprocess.run([WANLORA, "register", str(lora), "--lora", "hero", "-p", "bench", "--category", "style",
+                        "--base-model", "wan2.2-ti2v-5b", "--version", "1.0.0", "-m", "x", "-q"], env=env, check=True)  # fmt: skip
+        subprocess.run([WANLORA, "promote", "hero", "1.0.0", "-p", "bench"], env=env, check=True, capture_output=True)
+        auth = {"Authorization": f"Bearer {server.token}"}
+        url = f"{server.url}/api/v1/projects/bench/resolve?lora=hero"
+        wrk(url, auth, 2, connections=64)  # warm-up
+        files = [synth_lora(work / f"w{i}.safetensors", base_model="wan2.2-ti2v-5b", rank=8, blocks=2, seed=100 + i)
+                 for i in range(200)]  # fmt: skip
+        stop = threading.Event()
+        writes = {"registered": 0, "promoted": 0, "errors": 0}
+
+        def writer() -> None:
+            with httpx.Client(base_url=server.url, headers=auth, timeout=60) as client:
+                i = 0
+                while not stop.is_set() and i < len(files):
+                    version = f"2.{i}.0"
+                    up = client.post("/api/v1/uploads", params={"project": "bench"}, content=files[i].read_bytes())
+                    reg = up.is_success and client.post(
+                        "/api/v1/projects/bench/loras/hero/versions",
+                        json={"file": up.json()["upload_id"], "version": version, "changelog": "mixed load"},
+                    )
+                    promoted = (
+                        reg
+                        and reg.is_success
+                        and client.post(
+                            f"/api/v1/projects/bench/loras/hero/versions/{version}/promote", json={"reason": "bench"}
+                        )
+                    )
+                    if not (promoted and promoted.is_success):
+                        writes["errors"] += 1
+                    else:
+                        writes["registered"] += 1
+                        writes["promoted"] += 1
+                    i += 1
+
+        thread = threading.Thread(target=writer)
+        thread.start()
+        try:
+            results["reads"] = wrk(url, auth, duration, connections=64)
+        finally:
+            stop.set()
+            thread.join(60)
+        results["writes"] = writes
+        results["writes_per_s"] = writes["promoted"] / duration
+    finally:
+        server.stop()
+    return results
+
+
 def setup_mlflow(target: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(target)], check=True)
     subprocess.run([str(target / "bin/pip"), "install", "-q", "mlflow>=3,<4"], check=True)
@@ -224,10 +282,10 @@ def setup_mlflow(target: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=("transfer", "resolve"))
+    parser.add_argument("what", choices=("transfer", "resolve", "mixed"))
     parser.add_argument("--size-gb", type=float, default=1.0)
     parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=None, help="server workers (default: wanlora serve's)")
     parser.add_argument("--mlflow-python", type=Path, default=None, help="python of a venv with mlflow")
     parser.add_argument("--setup-mlflow", type=Path, default=None, help="create that venv here first")
     args = parser.parse_args()
@@ -235,6 +293,8 @@ def main() -> None:
     try:
         if args.what == "transfer":
             result: dict[str, object] = dict(bench_transfer(work, args.size_gb))
+        elif args.what == "mixed":
+            result = bench_mixed(work, args.duration, args.workers)
         else:
             mlflow_python = setup_mlflow(args.setup_mlflow) if args.setup_mlflow else args.mlflow_python
             result = bench_resolve(work, args.duration, mlflow_python, args.workers)

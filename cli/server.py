@@ -1,5 +1,6 @@
 """`wanlora serve` (the team server) and `wanlora demo` (the main job)."""
 
+import os
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,9 @@ from registry.domain.errors import InvalidInput
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", help="Port.")] = 8000,
-    workers: Annotated[int, typer.Option("--workers", help="Worker processes.")] = 1,
+    workers: Annotated[
+        int | None, typer.Option("--workers", min=1, help="Worker processes (default: one per CPU, at most 8).")
+    ] = None,
     access_log: Annotated[bool, typer.Option("--access-log/--no-access-log", help="Log every request.")] = True,
 ) -> None:
     """Run the team server (HTTP API). On first start it creates the first admin and prints its token once."""
@@ -37,7 +40,7 @@ def serve(
         factory=True,
         host=host,
         port=port,
-        workers=workers,
+        workers=workers or min(os.cpu_count() or 1, 8),
         log_level="info",
         access_log=access_log,
     )
