@@ -117,8 +117,9 @@ def bench_noop_sync(work: Path, count: int, runs: int) -> dict[str, float]:
     report = json.loads(out.stdout)
     assert len(report["unchanged"]) == count and report["fast"], "the second sync did not take the fast path"
     files = [str(p) for p in (comfy / "models/loras/wanlora").rglob("*") if p.is_file()]
-    stat = f"import os\nfor p in {files!r}: os.stat(p)"
-    t = interleaved(runs, {"noop": (sync, env), "python": ([PY, "-c", "pass"], None), "stat": ([PY, "-c", stat], None)})
+    script = work / "stat_files.py"
+    script.write_text(f"import os\nfor p in {files!r}:\n    os.stat(p)\n")
+    t = interleaved(runs, {"noop": (sync, env), "python": ([PY, "-c", "pass"], None), "stat": ([PY, str(script)], None)})
     return {
         "loras": count,
         "first_sync_s": first,
