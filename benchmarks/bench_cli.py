@@ -119,7 +119,9 @@ def bench_noop_sync(work: Path, count: int, runs: int) -> dict[str, float]:
     files = [str(p) for p in (comfy / "models/loras/wanlora").rglob("*") if p.is_file()]
     script = work / "stat_files.py"
     script.write_text(f"import os\nfor p in {files!r}:\n    os.stat(p)\n")
-    t = interleaved(runs, {"noop": (sync, env), "python": ([PY, "-c", "pass"], None), "stat": ([PY, str(script)], None)})
+    t = interleaved(
+        runs, {"noop": (sync, env), "python": ([PY, "-c", "pass"], None), "stat": ([PY, str(script)], None)}
+    )
     return {
         "loras": count,
         "first_sync_s": first,

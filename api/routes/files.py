@@ -6,6 +6,8 @@ import asyncio
 import hashlib
 import re
 import secrets
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote
@@ -242,17 +244,11 @@ async def resolve(
     while the event log does not move (re-checked every `change_check_seconds`); a cached answer is
     served without leaving the event loop, everything else runs in the thread pool. With `client`, a
     LoRA under trial answers with its candidate when the client falls in the trial's share."""
-    generation = await current_generation(state)
     base = str(request.base_url).rstrip("/")
-    etag = answer_etag(generation, caller.principal, "resolve", project, lora, base, client)
-    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
-        return Response(status_code=304, headers={"ETag": etag})
-    key = ("resolve", caller.principal, project, lora, base, client)
-    body = state.responses.get(key, generation)
-    if body is None:
-        body = await run_in_threadpool(_resolve_body, caller, project, lora, base, client)
-        state.responses.put(key, generation, body)
-    return Response(body, media_type="application/json", headers={"ETag": etag})
+    return await cached_answer(
+        state, caller, ("resolve", project, lora, base, client), if_none_match,
+        partial(_resolve_body, caller, project, lora, base, client),
+    )  # fmt: skip
 
 
 def _resolve_body(caller: Wanlora, project: str, lora: str | None, base: str, client: str | None) -> bytes:
@@ -288,16 +284,9 @@ async def resolve_all(
     """What `wanlora sync` brings into a ComfyUI folder. The answer is tagged with an ETag made of the
     event log's head and this caller's identity and request: while nothing changes, a request with
     `If-None-Match` gets 304 without a database query."""
-    generation = await current_generation(state)
-    etag = answer_etag(generation, caller.principal, "resolve_all", project, client)
-    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
-        return Response(status_code=304, headers={"ETag": etag})
-    key = ("resolve_all", caller.principal, project, client)
-    body = state.responses.get(key, generation)
-    if body is None:
-        body = await run_in_threadpool(_targets_body, caller, project, client)
-        state.responses.put(key, generation, body)
-    return Response(body, media_type="application/json", headers={"ETag": etag})
+    return await cached_answer(
+        state, caller, ("resolve_all", project, client), if_none_match, partial(_targets_body, caller, project, client)
+    )
 
 
 _TARGETS = TypeAdapter(list[SyncTarget])
@@ -306,6 +295,27 @@ _TARGETS = TypeAdapter(list[SyncTarget])
 def _targets_body(caller: Wanlora, project: str | None, client: str | None) -> bytes:
     with caller.registry(write=False) as reg:
         return _TARGETS.dump_json(reg.current_targets(project=project, client=client))
+
+
+async def cached_answer(
+    state: ServerState,
+    caller: Wanlora,
+    request: tuple[object, ...],
+    if_none_match: str | None,
+    compute: Callable[[], bytes],
+) -> Response:
+    """A JSON answer valid while the event log stays where it is: 304 for a matching If-None-Match,
+    else from the per-caller cache, else ``compute()`` in the thread pool (and cached)."""
+    generation = await current_generation(state)
+    etag = answer_etag(generation, caller.principal, *request)
+    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers={"ETag": etag})
+    key = (caller.principal, *request)
+    body = state.responses.get(key, generation)
+    if body is None:
+        body = await run_in_threadpool(compute)
+        state.responses.put(key, generation, body)
+    return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
 async def current_generation(state: ServerState) -> int:
