@@ -206,6 +206,7 @@ class ResponseCache:
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
         self._entries: dict[Hashable, tuple[int, bytes]] = {}
+        self._computing: dict[tuple[Hashable, int], asyncio.Future[bytes]] = {}
 
     def get(self, key: Hashable, generation: int) -> bytes | None:
         entry = self._entries.get(key)
@@ -215,3 +216,23 @@ class ResponseCache:
         if len(self._entries) >= self.size:
             self._entries.clear()
         self._entries[key] = (generation, body)
+
+    async def fill(self, key: Hashable, generation: int, compute: Callable[[], bytes]) -> bytes:
+        """The answer for ``key`` at ``generation``: cached, or computed once (in the thread pool) for
+        every caller asking now. When the log moves, the callers in flight share one computation
+        instead of each running its own (what made reads stall while writes ran)."""
+        body = self.get(key, generation)
+        if body is not None:
+            return body
+        flight = (key, generation)
+        task = self._computing.get(flight)
+        if task is None:
+            task = asyncio.ensure_future(run_in_threadpool(compute))
+            self._computing[flight] = task
+            task.add_done_callback(lambda done: self._landed(flight, done))
+        return await asyncio.shield(task)
+
+    def _landed(self, flight: tuple[Hashable, int], task: asyncio.Future[bytes]) -> None:
+        self._computing.pop(flight, None)
+        if not task.cancelled() and task.exception() is None:
+            self.put(flight[0], flight[1], task.result())

@@ -305,16 +305,13 @@ async def cached_answer(
     compute: Callable[[], bytes],
 ) -> Response:
     """A JSON answer valid while the event log stays where it is: 304 for a matching If-None-Match,
-    else from the per-caller cache, else ``compute()`` in the thread pool (and cached)."""
+    else from the per-caller cache, else ``compute()`` in the thread pool, once for every caller
+    asking at the same time (and cached)."""
     generation = await current_generation(state)
     etag = answer_etag(generation, caller.principal, *request)
     if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
         return Response(status_code=304, headers={"ETag": etag})
-    key = (caller.principal, *request)
-    body = state.responses.get(key, generation)
-    if body is None:
-        body = await run_in_threadpool(compute)
-        state.responses.put(key, generation, body)
+    body = await state.responses.fill((caller.principal, *request), generation, compute)
     return Response(body, media_type="application/json", headers={"ETag": etag})
 
 
