@@ -10,7 +10,7 @@ import sys
 
 from cli.app import GLOBAL_OPTIONS, app
 
-__all__ = ["COMMANDS", "MODULES", "invoked", "main"]
+__all__ = ["COMMANDS", "MODULES", "RUNS_OTHERS", "invoked", "load", "main"]
 
 # The command modules, in the order of `wanlora --help`, and the top-level names each registers
 # (tests/cli/test_startup.py holds this table to what the modules really register).
@@ -49,11 +49,15 @@ def invoked(argv: list[str]) -> str | None:
     return None
 
 
+# Commands that run other commands in-process (the demo walks through them all): they get every one.
+RUNS_OTHERS = frozenset({"demo"})
+
+
 def load(name: str | None) -> None:
     """Register ``name``'s command alone when it is known, else every command."""
     from typer.main import get_command_name
 
-    module = COMMANDS.get(name or "")
+    module = None if name in RUNS_OTHERS else COMMANDS.get(name or "")
     for each in (module,) if module else MODULES:
         importlib.import_module(f"cli.{each}")
     if module:

@@ -79,3 +79,16 @@ def test_the_launch_table_names_what_each_module_registers() -> None:
     named = {c.name or get_command_name(c.callback.__name__) for c in app.registered_commands}  # type: ignore[union-attr]
     assert set(launch.COMMANDS) == named | {g.name for g in app.registered_groups}
     assert set(launch.COMMANDS.values()) == set(launch.MODULES)
+
+
+@pytest.mark.parametrize("command", ["demo", "sync"])
+def test_a_command_that_runs_others_gets_them_all(command: str) -> None:
+    probe = (
+        "import sys; from cli.launch import load; from cli.app import app; load(sys.argv[1]); "
+        "print(len(app.registered_commands) + len(app.registered_groups))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, command], capture_output=True, text=True, timeout=60, check=True
+    )
+    expected = len(launch.COMMANDS) if command in launch.RUNS_OTHERS else 1
+    assert int(done.stdout.strip()) == expected
