@@ -63,7 +63,10 @@ def interleaved(runs: int, commands: dict[str, tuple[list[str], dict[str, str] |
 
 
 def home_env(home: Path) -> dict[str, str]:
+    # PYTHONDONTWRITEBYTECODE (set on some build machines) would make every run compile wanlora's own
+    # modules again; an installed wanlora has its bytecode cached after the first run.
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("WANLORA_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     return env | {"WANLORA_HOME": str(home), "WANLORA_USER": "bench"}
 
 

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
+from typing import Any
 
 from cli.app import GLOBAL_OPTIONS, app
 
-__all__ = ["COMMANDS", "MODULES", "RUNS_OTHERS", "invoked", "load", "main"]
+__all__ = ["COMMANDS", "MODULES", "RUNS_OTHERS", "import_help_renderer", "invoked", "load", "main"]
 
 # The command modules, in the order of `wanlora --help`, and the top-level names each registers
 # (tests/cli/test_startup.py holds this table to what the modules really register).
@@ -69,6 +71,59 @@ def load(name: str | None) -> None:
         app.registered_groups[:] = [g for g in app.registered_groups if g.name == name]
 
 
+class _Deferred(type):
+    """A stand-in for a class whose module is not imported yet: calling it, or reading anything from
+    it, imports the module and hands over to the real class."""
+
+    _module: str
+
+    def real(cls) -> Any:
+        return getattr(importlib.import_module(cls._module), cls.__name__)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return cls.real()(*args, **kwargs)
+
+    def __getattr__(cls, attr: str) -> Any:
+        return getattr(cls.real(), attr)
+
+    def __instancecheck__(cls, obj: object) -> bool:
+        return isinstance(obj, cls.real())
+
+
+# What typer.rich_utils imports at its top for features wanlora turns off: Markdown help text
+# (rich_markup_mode="rich" here) and pretty tracebacks (pretty_exceptions_enable=False). Together they
+# pull in markdown-it and pygments, a third of what --help costs.
+_UNUSED_BY_HELP = {"rich.markdown": "Markdown", "rich.traceback": "Traceback"}
+
+
+def import_help_renderer() -> None:
+    """Import typer's help renderer with stand-ins for the names in ``_UNUSED_BY_HELP``. The stand-ins
+    are bound in typer.rich_utils alone; ``sys.modules`` is left as it was, so any other import of
+    those modules gets the real ones, and so would typer if it ever used them."""
+    if "typer.rich_utils" in sys.modules:
+        return
+    stubs: dict[str, types.ModuleType] = {}
+    for module, name in _UNUSED_BY_HELP.items():
+        if module not in sys.modules:
+            stub = types.ModuleType(module)
+            setattr(stub, name, _Deferred(name, (), {"_module": module}))
+            stubs[module] = sys.modules[module] = stub
+    try:
+        importlib.import_module("typer.rich_utils")
+    finally:
+        for module, stub in stubs.items():
+            if sys.modules.get(module) is stub:
+                del sys.modules[module]
+
+
+def wants_help(argv: list[str]) -> bool:
+    """Whether this command line asks for help (``--help`` before any ``--``, or nothing at all)."""
+    return not argv or "--help" in argv[: argv.index("--") if "--" in argv else None]
+
+
 def main() -> None:
-    load(invoked(sys.argv[1:]))
+    argv = sys.argv[1:]
+    load(invoked(argv))
+    if wants_help(argv):
+        import_help_renderer()
     app()

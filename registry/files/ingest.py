@@ -21,8 +21,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from registry.blobs.base import CHUNK, ArtifactSink
 from registry.domain.errors import InvalidFile
 from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
@@ -247,6 +245,8 @@ def _row_bytes(ins: Inspection, fd: int, row: Row) -> Iterator[bytes]:
 
 def scaled_f32(chunk: bytes, dtype: str, scale: float, name: str) -> bytes:
     """``chunk`` (whole elements of ``dtype``) as little-endian float32, times ``scale``."""
+    import numpy as np  # here, not at the top: only a rescaled tensor needs it
+
     if dtype == "BF16":
         values = (np.frombuffer(chunk, "<u2").astype(np.uint32) << 16).view("<f4")
     elif dtype in ("F16", "F32", "F64"):

@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import struct
 from dataclasses import dataclass, field
-
-import numpy as np
 
 from registry.domain.errors import InvalidFile
 from registry.domain.keys import LINEAR_PARTS, LoraPart, canonical_key, diffusers_module, is_block_module
@@ -30,17 +29,9 @@ from registry.files.safetensors_io import FLOAT_DTYPES, Header, TensorInfo
 __all__ = ["AdapterConfig", "ModuleInfo", "Row", "adapter_config", "module_info"]
 
 P = LoraPart
-_INT_DTYPES = {
-    "I64": "<i8",
-    "I32": "<i4",
-    "I16": "<i2",
-    "I8": "i1",
-    "U64": "<u8",
-    "U32": "<u4",
-    "U16": "<u2",
-    "U8": "u1",
-}
-_FLOATS = {"F64": "<f8", "F32": "<f4", "F16": "<f2"}
+# struct formats of the dtypes an alpha may have (read with struct: no numpy for a few scalars)
+_INT_DTYPES = {"I64": "<q", "I32": "<i", "I16": "<h", "I8": "<b", "U64": "<Q", "U32": "<I", "U16": "<H", "U8": "<B"}
+_FLOATS = {"F64": "<d", "F32": "<f", "F16": "<e"}
 _LOKR = {P.LOKR_W1, P.LOKR_W1_A, P.LOKR_W1_B, P.LOKR_W2, P.LOKR_W2_A, P.LOKR_W2_B, P.LOKR_T2}
 _LOHA = {P.HADA_W1_A, P.HADA_W1_B, P.HADA_W2_A, P.HADA_W2_B, P.HADA_T1, P.HADA_T2}
 _NAMES = {"lora": "LoRA", "lokr": "LoKr", "loha": "LoHa", "diff": "diff"}
@@ -127,10 +118,11 @@ def read_scalar(fd: int, header: Header, t: TensorInfo, name: str) -> float:
         raise InvalidFile(f"{name}: alpha {t.name!r} must be one number, found {t.dtype}{list(t.shape)}")
     raw = os.pread(fd, t.nbytes, header.data_offset + t.start)
     if t.dtype == "BF16":
-        value = float(np.frombuffer(b"\0\0" + raw, dtype="<f4")[0])  # bf16 is the top half of an f32
+        (value,) = struct.unpack("<f", b"\0\0" + raw)  # bf16 is the top half of an f32
     else:
-        value = float(np.frombuffer(raw, dtype={**_FLOATS, **_INT_DTYPES}[t.dtype])[0])
-    if not np.isfinite(value) or value <= 0:
+        (value,) = struct.unpack({**_FLOATS, **_INT_DTYPES}[t.dtype], raw)
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
         raise InvalidFile(f"{name}: alpha {t.name!r} is {value:g}; alpha must be a positive finite number")
     return value
 

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-import numpy as np
-
 from registry.domain.errors import InvalidFile
 from registry.files.header_scan import MAX_METADATA_KEYS, scan_header
 
@@ -40,13 +38,13 @@ DTYPE_SIZES: dict[str, int] = {
 
 # For each float dtype: the unsigned view, the mask that drops the sign bit, and the smallest
 # sign-less bit pattern that is NaN or Inf (all exponent bits set; E4M3 has only NaN at 0x7F).
-_NONFINITE: dict[str, tuple[type[np.unsignedinteger], int, int]] = {
-    "F64": (np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000),
-    "F32": (np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
-    "F16": (np.uint16, 0x7FFF, 0x7C00),
-    "BF16": (np.uint16, 0x7FFF, 0x7F80),
-    "F8_E4M3": (np.uint8, 0x7F, 0x7F),
-    "F8_E5M2": (np.uint8, 0x7F, 0x7C),
+_NONFINITE: dict[str, tuple[str, int, int]] = {
+    "F64": ("<u8", 0x7FFF_FFFF_FFFF_FFFF, 0x7FF0_0000_0000_0000),
+    "F32": ("<u4", 0x7FFF_FFFF, 0x7F80_0000),
+    "F16": ("<u2", 0x7FFF, 0x7C00),
+    "BF16": ("<u2", 0x7FFF, 0x7F80),
+    "F8_E4M3": ("u1", 0x7F, 0x7F),
+    "F8_E5M2": ("u1", 0x7F, 0x7C),
 }
 FLOAT_DTYPES = frozenset(_NONFINITE)
 
@@ -184,6 +182,8 @@ def has_nonfinite(dtype: str, data: bytes | memoryview) -> bool:
     spec = _NONFINITE.get(dtype)
     if spec is None or not data:
         return False
+    import numpy as np  # here, not at the top: reading a header (inspect, which) needs no numpy
+
     view_type, abs_mask, threshold = spec
     bits = np.frombuffer(data, dtype=view_type)
     return bool(np.bitwise_and(bits, abs_mask).max() >= threshold)

@@ -48,6 +48,54 @@ def test_help_imports_no_heavy_library(args: list[str]) -> None:
         assert "cli.loras" not in loaded or args[0] == "register"  # one command's module, not all
 
 
+def test_help_renders_without_markdown_or_pretty_tracebacks() -> None:
+    """typer's help renderer imports markdown-it and pygments for features wanlora turns off;
+    cli.launch imports it with stand-ins for them, and the help is the same."""
+    loaded = _modules(["--help"])
+    assert "typer.rich_utils" in loaded
+    assert _heavy(loaded, ("rich.markdown", "markdown_it", "rich.traceback", "pygments")) == []
+    run = "import sys, {0}; from cli.launch import main; sys.argv[0] = 'wanlora'; main()"
+    light, full = (
+        subprocess.run(
+            [sys.executable, "-c", run.format(first), "sync", "--help"], capture_output=True, text=True, timeout=60
+        )
+        for first in ("os", "typer.rich_utils")  # typer's own import of it, with the real modules
+    )
+    assert light.returncode == full.returncode == 0
+    assert light.stdout == full.stdout
+    assert "--comfyui" in light.stdout and "╭─ Options" in light.stdout
+
+
+def test_the_help_renderers_stand_ins_are_the_real_classes_when_used() -> None:
+    probe = """
+import sys
+from cli.launch import import_help_renderer
+import_help_renderer()
+assert "rich.markdown" not in sys.modules and "rich.traceback" not in sys.modules
+from typer import rich_utils
+md = rich_utils._make_rich_text(text="*hi*", markup_mode="markdown")
+from rich.markdown import Markdown
+assert type(md) is Markdown and isinstance(md, rich_utils.Markdown)
+try:
+    raise ValueError("x")
+except ValueError as exc:
+    from rich.traceback import Traceback
+    assert type(rich_utils.Traceback.from_exception(type(exc), exc, exc.__traceback__)) is Traceback
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
+
+
+def test_inspect_reads_a_header_without_numpy_or_the_database(tmp_path: Path) -> None:
+    from registry.files.synth import synth_lora
+
+    lora = synth_lora(tmp_path / "small.safetensors", base_model="wan2.2-ti2v-5b", rank=4, blocks=1, seed=1)
+    loaded = _modules(["inspect", str(lora), "--json"])
+    assert "registry.files.ingest" in loaded  # it did read the file
+    assert _heavy(loaded) == []
+
+
 def test_the_probe_sees_what_a_database_command_loads(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WANLORA_HOME", str(tmp_path))
     assert "sqlalchemy" in _modules(["list"])  # the guard above would notice a heavy import
