@@ -17,23 +17,24 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from registry.blobs.base import ArtifactSource
-from registry.domain import eval_schemas as ev
-from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
-from registry.domain.register import RegisterRequest
-from registry.domain.schemas import (
-    EventPublic,
-    FileMatch,
-    GcReport,
-    LoraPublic,
-    LoraSummary,
-    SyncTarget,
-    VersionDiff,
-    VersionPublic,
-)
-from registry.domain.webhooks import DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
+if TYPE_CHECKING:  # annotations only: the contract loads none of the models it names
+    from registry.blobs.base import ArtifactSource
+    from registry.domain import eval_schemas as ev
+    from registry.domain.accounts import TokenCreated, TokenPublic, UserPublic, UserRemoved
+    from registry.domain.register import RegisterRequest
+    from registry.domain.schemas import (
+        EventPublic,
+        FileMatch,
+        GcReport,
+        LoraPublic,
+        LoraSummary,
+        SyncTarget,
+        VersionDiff,
+        VersionPublic,
+    )
+    from registry.domain.webhooks import DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 
 __all__ = [
     "AccountOps",

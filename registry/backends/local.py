@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlmodel import select
 
@@ -24,27 +24,28 @@ from registry.backends.contract import Progress, SchemaStatus
 from registry.blobs.base import ArtifactStore, verify_stored
 from registry.blobs.factory import open_store
 from registry.db.engine import Database
-from registry.db.tables import VersionFile
+from registry.db.tables import VersionFile, WebhookDelivery
 from registry.domain.access import Principal
+from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole
 from registry.domain.errors import InvalidInput
 from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import GcReport, VersionPublic, parse_category
 from registry.domain.wan import base_model as lookup_base_model
-from registry.files.dataset import dataset_fingerprint
 from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
 from registry.files.jsonfile import read_json_object
 from registry.files.metadata import facts_from_metadata
-from registry.services.accounts import AccountService
-from registry.services.delivery import Dispatcher
 from registry.services.egress import EgressPolicy
-from registry.services.evaluation import EvaluationService
-from registry.services.maintenance import MaintenanceService
 from registry.services.registry import RegistryService
-from registry.services.sessions import SessionService
-from registry.services.webhooks import WebhookService
 from registry.settings import Settings
+
+if TYPE_CHECKING:  # imported where they are used: a command loads the services it runs, not all of them
+    from registry.services.accounts import AccountService
+    from registry.services.evaluation import EvaluationService
+    from registry.services.maintenance import MaintenanceService
+    from registry.services.sessions import SessionService
+    from registry.services.webhooks import WebhookService
 
 __all__ = ["Wanlora", "sweep_uploads"]
 
@@ -108,22 +109,30 @@ class Wanlora:
 
     @contextmanager
     def evaluation(self, *, write: bool = True) -> Iterator[EvaluationService]:
+        from registry.services.evaluation import EvaluationService
+
         with self.db.session(write=write) as session:
             yield EvaluationService(session, principal=self.principal, policy=self.policy)
 
     @contextmanager
     def webhooks(self, *, write: bool = True) -> Iterator[WebhookService]:
+        from registry.services.webhooks import WebhookService
+
         with self.db.session(write=write) as session:
             yield WebhookService(session, principal=self.principal, egress=self.egress)
 
     @contextmanager
     def accounts(self, *, write: bool = True) -> Iterator[AccountService]:
+        from registry.services.accounts import AccountService
+
         with self.db.session(write=write) as session:
             yield AccountService(session, principal=self.principal)
 
     @contextmanager
     def sessions(self, *, write: bool = True) -> Iterator[SessionService]:
         """Dashboard sign-ins (the server's alone: not part of the backend contract)."""
+        from registry.services.sessions import SessionService
+
         with self.db.session(write=write) as session:
             yield SessionService(session)
 
@@ -161,6 +170,8 @@ class Wanlora:
 
     @contextmanager
     def maintenance(self, *, principal: Principal | None = None, write: bool = True) -> Iterator[MaintenanceService]:
+        from registry.services.maintenance import MaintenanceService
+
         with self.db.session(write=write) as session:
             yield MaintenanceService(session, principal=principal or self.principal)
 
@@ -210,11 +221,24 @@ class Wanlora:
         """There is no server to deliver webhooks: one short pass after the command (its change is
         committed already); what fails stays queued for the next pass."""
         with suppress(Exception):  # a delivery problem must never turn a done change into a failed command
+            if not self._deliveries_due():
+                return  # the usual case: no hooks, or nothing queued; the sender (httpx) is not loaded
+            from registry.services.delivery import Dispatcher
+
             dispatcher = Dispatcher(self.db, egress=self.egress, timeout=2.0)
             try:
                 dispatcher.run_once()
             finally:
                 dispatcher.close()
+
+    def _deliveries_due(self) -> bool:
+        """Whether any webhook delivery waits for its next attempt now (what the dispatcher would claim)."""
+        now = utcnow()
+        with self.db.session(write=False) as session:
+            query = select(WebhookDelivery.id).where(
+                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now
+            )
+            return session.exec(query.limit(1)).first() is not None
 
     # -- register -----------------------------------------------------------------------------------
 
@@ -300,6 +324,8 @@ def _record(req: RegisterRequest, inspection: Inspection) -> dict[str, Any]:
         hyperparameters.update(read_json_object(req.hyperparams_file))
     hyperparameters.update(req.hyperparameters)
     if req.dataset_dir is not None:
+        from registry.files.dataset import dataset_fingerprint
+
         dataset_hash, summary = dataset_fingerprint(req.dataset_dir)
         dataset_summary.update(summary)
     if req.dataset_summary:

@@ -20,7 +20,6 @@ from registry.domain.errors import InvalidInput, NotFound
 from registry.domain.schemas import check_name
 from registry.domain.webhooks import _BY_KIND, EVENT_KINDS, DeliveryPublic, PingResult, WebhookCreated, WebhookPublic
 from registry.services.access import Authorizer, default_authorizer
-from registry.services.delivery import ping
 from registry.services.egress import EgressPolicy
 
 __all__ = ["WebhookService", "enqueue"]
@@ -148,6 +147,8 @@ class WebhookService:
     def test(self, *, webhook_id: int) -> PingResult:
         """Send the hook a signed ``ping`` now, through the same address checks as every delivery."""
         hook = self._hook(webhook_id)
+        from registry.services.delivery import ping  # the sender (httpx) loads only when something is sent
+
         code, error = ping(self.egress, hook)
         return PingResult(webhook_id=hook.id or 0, url=hook.url, delivered=error is None, status_code=code, error=error)
 

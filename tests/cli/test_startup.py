@@ -101,6 +101,27 @@ def test_the_probe_sees_what_a_database_command_loads(tmp_path: object, monkeypa
     assert "sqlalchemy" in _modules(["list"])  # the guard above would notice a heavy import
 
 
+def test_a_database_command_loads_only_what_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No migration scripts (alembic) on a current database, no webhook sender (httpx) when nothing is
+    queued, no tensor maths (numpy) and no services the command does not run."""
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path))
+    for name in ("WANLORA_DATABASE_URL", "WANLORA_SERVER", "WANLORA_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    assert "alembic" in _modules(["list"])  # the first command creates the database
+    for args in (["list"], ["history", "nobody"], ["promote", "nobody", "1.0.0"]):
+        loaded = _modules(args)
+        assert "registry.services.registry" in loaded, args
+        unneeded = (
+            "alembic",
+            "httpx",
+            "numpy",
+            "pygments",
+            "registry.services.evaluation",
+            "registry.services.accounts",
+        )
+        assert _heavy(loaded, unneeded) == [], args
+
+
 def test_a_sync_with_nothing_to_do_loads_neither_the_database_layer_nor_pydantic(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,7 +9,7 @@ from sqlalchemy import text
 from sqlmodel import SQLModel
 
 import registry.db.tables  # noqa: F401 - registers the tables on SQLModel.metadata
-from registry.db.engine import Database
+from registry.db.engine import SCHEMA_HEAD, Database, alembic_config
 from registry.domain.errors import SchemaOutdated
 from tests.conftest import BACKENDS
 
@@ -23,6 +23,16 @@ def test_migrations_build_exactly_the_models_schema(db: Database) -> None:
         diff = compare_metadata(ctx, SQLModel.metadata)
     assert diff == []
     assert db.current_revision() == db.head_revision()
+
+
+def test_the_schema_head_commands_check_is_the_newest_migration(db: Database) -> None:
+    """Commands compare the database with SCHEMA_HEAD without loading alembic: it must be the scripts' head,
+    and the one-query read of the revision must agree with alembic's."""
+    from alembic.script import ScriptDirectory
+
+    assert ScriptDirectory.from_config(alembic_config()).get_heads() == [SCHEMA_HEAD]
+    with db.engine.connect() as conn:
+        assert db.current_revision() == MigrationContext.configure(conn).get_current_revision() == SCHEMA_HEAD
 
 
 def test_new_database_is_created_on_first_use(database_url: str) -> None:
