@@ -8,18 +8,30 @@ Reads verify the digest when the stream ends.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol
 
 from registry.domain.errors import IntegrityError, InvalidInput, NotFound
 
-__all__ = ["CHUNK", "ArtifactSource", "ArtifactStore", "ArtifactWriter", "VerifyingReader", "check_digest", "fsync_dir"]
+__all__ = [
+    "CHUNK",
+    "ArtifactSource",
+    "ArtifactStore",
+    "ArtifactWriter",
+    "VerifyingReader",
+    "check_digest",
+    "copy_in_kernel",
+    "fsync_dir",
+    "sha256_of_fd",
+]
 
 CHUNK = 8 * 1024 * 1024
 _HEX = frozenset("0123456789abcdef")
@@ -96,12 +108,29 @@ class VerifyingReader:
         return data
 
     def _verify(self) -> None:
-        digest = self._hash.hexdigest()
-        if self._seen != self.size or digest != self.sha256:
+        self.check(self._hash.hexdigest(), self._seen)
+
+    def check(self, digest: str, size: int) -> None:
+        """Raise IntegrityError unless ``digest`` and ``size`` (of this stream's bytes) are the stored ones."""
+        if size != self.size or digest != self.sha256:
             raise IntegrityError(
-                f"stored artifact {self.sha256[:12]} is corrupt (read {self._seen} bytes, sha256 {digest[:12]})",
+                f"stored artifact {self.sha256[:12]} is corrupt (read {size} bytes, sha256 {digest[:12]})",
                 hint="the store was modified outside wanlora; register the version's source file again",
             )
+
+    def local_fd(self) -> int | None:
+        """The descriptor of the stream's local file when nothing has been read from it yet (what
+        ``copy_in_kernel`` copies from), else None: a remote or partly read stream is read in chunks."""
+        fileno = getattr(self._raw, "fileno", None)
+        if self._seen or fileno is None:
+            return None
+        try:
+            fd = int(fileno())
+            if not stat.S_ISREG(os.fstat(fd).st_mode) or os.lseek(fd, 0, os.SEEK_CUR) != 0:
+                return None
+        except (OSError, ValueError):
+            return None
+        return fd
 
     def close(self) -> None:
         self._raw.close()
@@ -111,6 +140,58 @@ class VerifyingReader:
 
     def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+# copy_file_range refuses these for a pair of files it cannot copy between (another file system on an
+# older kernel, a file system without it): the bytes are then copied through user space.
+_NO_KERNEL_COPY = frozenset({errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EBADF})
+_STEP = 64 * 1024 * 1024
+
+
+def copy_in_kernel(src: int, dst: int, size: int, progress: Callable[[int], None] | None = None) -> None:
+    """Copy ``size`` bytes from the start of ``src`` to ``dst`` with ``copy_file_range``: the kernel
+    moves the pages (or shares them, on a file system with reflinks), nothing passes through Python.
+    Where the kernel cannot, the same bytes go through a reused buffer; memory stays flat either way."""
+    done = 0
+    kernel = hasattr(os, "copy_file_range")
+    while done < size:
+        if kernel:
+            try:
+                n = os.copy_file_range(src, dst, min(_STEP, size - done), done, done)
+            except OSError as exc:
+                if done or exc.errno not in _NO_KERNEL_COPY:
+                    raise
+                kernel = False
+                continue
+        else:
+            n = _copy_chunk(src, dst, done, min(CHUNK, size - done))
+        if n == 0:
+            raise IntegrityError(f"the source ended after {done} of {size} bytes", hint="run it again")
+        done += n
+        if progress:
+            progress(done)
+
+
+def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:
+    data = os.pread(src, length, offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.pwrite(dst, view, offset + len(data) - len(view)) :]
+    return len(data)
+
+
+def sha256_of_fd(fd: int, size: int) -> tuple[str, int]:
+    """The sha256 and length of the first ``size`` bytes of ``fd`` (and no further), read through one
+    reused buffer."""
+    digest, buf, done = hashlib.sha256(), bytearray(CHUNK), 0
+    view = memoryview(buf)
+    while done < size:
+        n = os.preadv(fd, [view[: min(CHUNK, size - done)]], done)
+        if n == 0:
+            break
+        digest.update(view[:n])
+        done += n
+    return digest.hexdigest(), done
 
 
 def fsync_dir(path: Path) -> None:

@@ -24,7 +24,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from registry.blobs.base import CHUNK, ArtifactSource, VerifyingReader, check_digest, fsync_dir
+from registry.blobs.base import (
+    CHUNK,
+    ArtifactSource,
+    VerifyingReader,
+    check_digest,
+    copy_in_kernel,
+    fsync_dir,
+    sha256_of_fd,
+)
 from registry.domain.digests import file_sha256
 from registry.domain.errors import IntegrityError, InvalidInput
 from registry.domain.schemas import SyncTarget, check_name, parse_semver
@@ -92,19 +100,28 @@ def copy_verified(store: ArtifactSource, want: Wanted, dest: Path, progress: Pro
     done = 0
     try:
         with os.fdopen(fd, "wb", buffering=0) as out, store.open(want.sha256) as src:
-            # A verifying reader hashes what it hands out and raises at its end on a mismatch: one
-            # hash of the bytes, not two. Any other source is hashed here.
-            digest = None if isinstance(src, VerifyingReader) and src.sha256 == want.sha256 else hashlib.sha256()
-            while chunk := src.read(CHUNK):
-                if digest is not None:
-                    digest.update(chunk)
-                out.write(chunk)
-                done += len(chunk)
-                if progress:
-                    progress(want.relpath, done, want.size)
-            os.fsync(out.fileno())
-        if digest is not None and digest.hexdigest() != want.sha256:
-            raise IntegrityError(f"copy of {want.relpath} does not match its sha256", hint="run the sync again")
+            local = src.local_fd() if isinstance(src, VerifyingReader) and src.sha256 == want.sha256 else None
+            if local is not None:
+                # A local store: the kernel copies the file, and what landed in the ComfyUI folder is
+                # what gets hashed, so a bad copy and a corrupt stored file are both caught.
+                report = (lambda n: progress(want.relpath, n, want.size)) if progress else None
+                copy_in_kernel(local, out.fileno(), os.fstat(local).st_size, report)
+                os.fsync(out.fileno())
+                src.check(*sha256_of_fd(out.fileno(), os.fstat(out.fileno()).st_size))
+            else:
+                # A verifying reader hashes what it hands out and raises at its end on a mismatch: one
+                # hash of the bytes, not two. Any other source is hashed here.
+                digest = None if isinstance(src, VerifyingReader) and src.sha256 == want.sha256 else hashlib.sha256()
+                while chunk := src.read(CHUNK):
+                    if digest is not None:
+                        digest.update(chunk)
+                    out.write(chunk)
+                    done += len(chunk)
+                    if progress:
+                        progress(want.relpath, done, want.size)
+                os.fsync(out.fileno())
+                if digest is not None and digest.hexdigest() != want.sha256:
+                    raise IntegrityError(f"copy of {want.relpath} does not match its sha256", hint="run the sync again")
         os.chmod(tmp, 0o644)
         os.replace(tmp, dest)
         fsync_dir(dest.parent)

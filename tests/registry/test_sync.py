@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
 import threading
 import time
 from pathlib import Path
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from registry.backends.local import Wanlora
-from registry.domain.errors import InvalidInput
+from registry.blobs.base import copy_in_kernel, sha256_of_fd
+from registry.domain.errors import IntegrityError, InvalidInput
 from registry.sync.comfyui import MANIFEST, SyncReport, loras_dir, sync_comfyui, watch_comfyui
 from tests.helpers import PAIR, make, register
 
@@ -203,3 +206,70 @@ def test_watch_applies_a_rollback_within_a_second(wl: Wanlora, tmp_path: Path, c
     finally:
         stop.set()
         thread.join(5)
+
+
+def _stored_path(wl: Wanlora, sha256: str) -> Path:
+    return wl.store.path(sha256)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_a_corrupt_stored_file_is_caught_by_the_kernel_copy_and_nothing_lands(
+    wl: Wanlora, tmp_path: Path, comfy: Path
+) -> None:
+    """From a local store the kernel copies the file and the copy is hashed: a stored file changed
+    outside wanlora is refused, and the ComfyUI folder keeps neither it nor a temporary file."""
+    register(wl, tmp_path, lora="hero", seed=1)
+    promote(wl, "hero", "1.0.0")
+    with wl.registry(write=False) as reg:
+        (target,) = reg.current_targets()
+    stored = _stored_path(wl, target.files[0].sha256)
+    stored.chmod(0o644)
+    data = bytearray(stored.read_bytes())
+    data[-1] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="corrupt"):
+        do_sync(wl, comfy)
+    left = [p.name for p in (comfy / "models/loras").rglob("*") if p.is_file()]
+    assert not [name for name in left if name.endswith(".safetensors") or name.startswith(".wanlora-tmp-")], left
+
+
+@pytest.mark.parametrize("refusal", [errno.EXDEV, errno.ENOSYS, None])
+def test_the_copy_falls_back_to_user_space_where_the_kernel_cannot(
+    wl: Wanlora, tmp_path: Path, comfy: Path, monkeypatch: pytest.MonkeyPatch, refusal: int | None
+) -> None:
+    """copy_file_range missing (another OS) or refused (another file system on an older kernel): the
+    same bytes are copied through a buffer, and verified the same way."""
+    register(wl, tmp_path, lora="hero", seed=2)
+    promote(wl, "hero", "1.0.0")
+    if refusal is None:
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+
+        def refuse(*_: object) -> int:
+            raise OSError(refusal, os.strerror(refusal))
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    report = do_sync(wl, comfy)
+    (copied,) = report.copied
+    with wl.registry(write=False) as reg:
+        (target,) = reg.current_targets()
+    assert sha(comfy / "models/loras/wanlora" / copied) == target.files[0].sha256
+
+
+def test_copy_in_kernel_passes_on_real_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk is not a reason to try another way: ENOSPC reaches the caller (OutOfSpace upstream)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(b"x" * 1000)
+
+    def full(*_: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "copy_file_range", full)
+    with open(src, "rb") as i, open(dst, "wb") as o, pytest.raises(OSError) as info:
+        copy_in_kernel(i.fileno(), o.fileno(), 1000)
+    assert info.value.errno == errno.ENOSPC
+    monkeypatch.undo()
+    seen: list[int] = []
+    with open(src, "rb") as i, open(dst, "wb") as o:
+        copy_in_kernel(i.fileno(), o.fileno(), 1000, seen.append)
+    assert dst.read_bytes() == src.read_bytes() and seen[-1] == 1000
+    assert sha256_of_fd(os.open(src, os.O_RDONLY), 10_000) == (hashlib.sha256(b"x" * 1000).hexdigest(), 1000)
