@@ -161,3 +161,21 @@ def test_a_command_that_runs_others_gets_them_all(command: str) -> None:
     )
     expected = len(launch.COMMANDS) if command in launch.RUNS_OTHERS else 1
     assert int(done.stdout.strip()) == expected
+
+
+def test_opening_the_backend_leaves_the_cycle_collector_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The collector pauses while the backend's modules load (the first time in a process) and is on
+    again afterwards, whatever the command did."""
+    import gc
+
+    probe = (
+        "import gc, sys; from cli import app as a; from cli.launch import load; "
+        "load('list'); sys.argv = ['wanlora', 'list', '--json']\n"
+        "try:\n    a.app()\nexcept SystemExit:\n    pass\n"
+        "print(gc.isenabled(), 'registry.backends.local' in sys.modules, "
+        "gc.get_freeze_count() > 0)"
+    )
+    monkeypatch.setenv("WANLORA_HOME", str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.split()[-3:] == ["True", "True", "True"], done.stderr  # after the listing
+    assert gc.isenabled()
