@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from registry.domain.errors import IntegrityError, InvalidInput, NotFound
 
@@ -28,9 +28,9 @@ __all__ = [
     "ArtifactWriter",
     "VerifyingReader",
     "check_digest",
+    "copy_hashed",
     "copy_in_kernel",
     "fsync_dir",
-    "sha256_of_fd",
 ]
 
 CHUNK = 8 * 1024 * 1024
@@ -180,18 +180,46 @@ def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:
     return len(data)
 
 
-def sha256_of_fd(fd: int, size: int) -> tuple[str, int]:
-    """The sha256 and length of the first ``size`` bytes of ``fd`` (and no further), read through one
-    reused buffer."""
-    digest, buf, done = hashlib.sha256(), bytearray(CHUNK), 0
-    view = memoryview(buf)
-    while done < size:
-        n = os.preadv(fd, [view[: min(CHUNK, size - done)]], done)
+def _hash_range(fd: int, digest: Any, view: memoryview, start: int, end: int) -> int:
+    """Feed ``fd``'s bytes ``start:end`` to ``digest``; returns where the file ended (``end`` or sooner)."""
+    position = start
+    while position < end:
+        n = os.preadv(fd, [view[: min(len(view), end - position)]], position)
         if n == 0:
             break
         digest.update(view[:n])
-        done += n
-    return digest.hexdigest(), done
+        position += n
+    return position
+
+
+def copy_hashed(src: int, dst: int, size: int, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """``copy_in_kernel``, and the sha256 and length of what landed in ``dst``: each step is read back
+    from ``dst`` and hashed on a side thread while the kernel copies the next, so verifying the copy
+    costs little more than hashing it."""
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    digest, view = hashlib.sha256(), memoryview(bytearray(CHUNK))
+    hashed = 0
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-verify") as pool:
+        pending: Future[int] | None = None
+
+        def step(done: int) -> None:
+            nonlocal pending, hashed
+            if pending is not None and pending.result() != hashed:  # one range in flight: one buffer
+                raise IntegrityError("the copy is shorter than what was copied into it", hint="run it again")
+            pending = pool.submit(_hash_range, dst, digest, view, hashed, done)
+            hashed = done
+            if progress:
+                progress(done)
+
+        try:
+            copy_in_kernel(src, dst, size, step)
+        finally:
+            landed = pending.result() if pending is not None else 0
+    end = os.fstat(dst).st_size
+    if landed < end:  # nothing should be there past what was copied; if it is, it counts
+        landed = _hash_range(dst, digest, view, landed, end)
+    return digest.hexdigest(), landed
 
 
 def fsync_dir(path: Path) -> None:

@@ -29,9 +29,8 @@ from registry.blobs.base import (
     ArtifactSource,
     VerifyingReader,
     check_digest,
-    copy_in_kernel,
+    copy_hashed,
     fsync_dir,
-    sha256_of_fd,
 )
 from registry.domain.digests import file_sha256
 from registry.domain.errors import IntegrityError, InvalidInput
@@ -105,9 +104,9 @@ def copy_verified(store: ArtifactSource, want: Wanted, dest: Path, progress: Pro
                 # A local store: the kernel copies the file, and what landed in the ComfyUI folder is
                 # what gets hashed, so a bad copy and a corrupt stored file are both caught.
                 report = (lambda n: progress(want.relpath, n, want.size)) if progress else None
-                copy_in_kernel(local, out.fileno(), os.fstat(local).st_size, report)
+                landed = copy_hashed(local, out.fileno(), os.fstat(local).st_size, report)
                 os.fsync(out.fileno())
-                src.check(*sha256_of_fd(out.fileno(), os.fstat(out.fileno()).st_size))
+                src.check(*landed)
             else:
                 # A verifying reader hashes what it hands out and raises at its end on a mismatch: one
                 # hash of the bytes, not two. Any other source is hashed here.

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from registry.backends.local import Wanlora
-from registry.blobs.base import copy_in_kernel, sha256_of_fd
+from registry.blobs.base import copy_hashed, copy_in_kernel
 from registry.domain.errors import IntegrityError, InvalidInput
 from registry.sync.comfyui import MANIFEST, SyncReport, loras_dir, sync_comfyui, watch_comfyui
 from tests.helpers import PAIR, make, register
@@ -272,4 +272,15 @@ def test_copy_in_kernel_passes_on_real_errors(tmp_path: Path, monkeypatch: pytes
     with open(src, "rb") as i, open(dst, "wb") as o:
         copy_in_kernel(i.fileno(), o.fileno(), 1000, seen.append)
     assert dst.read_bytes() == src.read_bytes() and seen[-1] == 1000
-    assert sha256_of_fd(os.open(src, os.O_RDONLY), 10_000) == (hashlib.sha256(b"x" * 1000).hexdigest(), 1000)
+
+
+@pytest.mark.parametrize("size", [0, 1, 3 * 1024 * 1024 + 7, 70 * 1024 * 1024 + 5])
+def test_copy_hashed_hashes_what_landed(tmp_path: Path, size: int) -> None:
+    """Steps of the kernel copy are hashed behind it: the digest is the whole copy's, at any size
+    (nothing, one byte, within one step, across steps)."""
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    src.write_bytes(os.urandom(size))
+    with open(src, "rb") as i, open(dst, "w+b") as o:
+        digest, landed = copy_hashed(i.fileno(), o.fileno(), size)
+    assert (digest, landed) == (hashlib.sha256(src.read_bytes()).hexdigest(), size)
+    assert dst.read_bytes() == src.read_bytes()
