@@ -145,6 +145,9 @@ def bench_flow(work: Path, size_mb: int, repeats: int) -> dict[str, float]:
     subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)
     refs, flows = [], []
     for i in range(repeats):
+        # Each side starts with the other's written pages on disk: otherwise whichever runs second pays
+        # for the first one's writeback (the kernel throttles a writer while dirty pages drain).
+        os.sync()
         start = time.perf_counter()
         for _ in range(2):
             wall(["cp", str(src), str(work / "flow-copy.safetensors")])
@@ -154,12 +157,17 @@ def bench_flow(work: Path, size_mb: int, repeats: int) -> dict[str, float]:
         open_home(home).close()
         env = home_env(home)
         comfy = work / f"ComfyFlow{i}"
+        os.sync()
         start = time.perf_counter()
-        wall([WANLORA, "register", str(src), "--lora", "hero", "-p", "flow", "--category", "character",
-              "--base-model", "wan2.1-t2v-14b", "--version", "1.0.0", "-m", "bench", "-q"], env)  # fmt: skip
-        wall([WANLORA, "promote", "hero", "1.0.0", "-p", "flow"], env)
-        wall([WANLORA, "sync", "--comfyui", str(comfy), "--create"], env)
+        steps = (
+            wall([WANLORA, "register", str(src), "--lora", "hero", "-p", "flow", "--category", "character",
+                  "--base-model", "wan2.1-t2v-14b", "--version", "1.0.0", "-m", "bench", "-q"], env),
+            wall([WANLORA, "promote", "hero", "1.0.0", "-p", "flow"], env),
+            wall([WANLORA, "sync", "--comfyui", str(comfy), "--create"], env),
+        )  # fmt: skip
         flows.append(time.perf_counter() - start)
+        print(f"flow {i + 1}: reference {refs[-1]:.2f} s; register {steps[0]:.2f}, promote {steps[1]:.2f}, "
+              f"sync {steps[2]:.2f} s", file=sys.stderr, flush=True)  # fmt: skip
         shutil.rmtree(home)
         shutil.rmtree(comfy)
     ref, flow = min(refs), min(flows)

@@ -15,6 +15,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO, Protocol
@@ -26,6 +27,7 @@ __all__ = [
     "ArtifactSource",
     "ArtifactStore",
     "ArtifactWriter",
+    "BackgroundHash",
     "VerifyingReader",
     "check_digest",
     "copy_hashed",
@@ -88,6 +90,43 @@ class ArtifactStore(Protocol):
         """Raise IntegrityError unless the stored bytes match their digest (hashed again when they are
         new to this process, changed, or last hashed a while ago); NotFound when they are gone."""
         ...
+
+
+class BackgroundHash:
+    """A sha256 fed from a side thread, one chunk in flight (memory stays bounded): the caller reads and
+    writes the next chunk while the last one is hashed. ``pool`` lends a thread; without one it keeps
+    its own."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None = None) -> None:
+        self.hash = hashlib.sha256()
+        self._own = pool is None
+        self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-hash")
+        self._pending: Future[None] | None = None
+
+    def update(self, data: bytes | memoryview) -> None:
+        self.wait()
+        # bytes cannot change under the hasher; a view of someone's buffer might, so it is copied
+        self._pending = self._pool.submit(self.hash.update, data if isinstance(data, bytes) else bytes(data))
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    def hexdigest(self) -> str:
+        self.wait()
+        return self.hash.hexdigest()
+
+    def close(self) -> None:
+        """Wait for the chunk in flight (its error, if any, is the caller's to have seen) and let the
+        thread go."""
+        try:
+            self.wait()
+        except Exception:  # closing after a failure: the failure was already raised where it happened
+            pass
+        finally:
+            if self._own:
+                self._pool.shutdown(wait=False)
 
 
 class VerifyingReader:
@@ -196,8 +235,6 @@ def copy_hashed(src: int, dst: int, size: int, progress: Callable[[int], None] |
     """``copy_in_kernel``, and the sha256 and length of what landed in ``dst``: each step is read back
     from ``dst`` and hashed on a side thread while the kernel copies the next, so verifying the copy
     costs little more than hashing it."""
-    from concurrent.futures import Future, ThreadPoolExecutor
-
     digest, view = hashlib.sha256(), memoryview(bytearray(CHUNK))
     hashed = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-verify") as pool:

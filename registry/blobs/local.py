@@ -4,7 +4,6 @@ files renamed into place."""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import socket
@@ -13,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from registry.blobs.base import RecentlyVerified, VerifyingReader, check_digest, fsync_dir
+from registry.blobs.base import BackgroundHash, RecentlyVerified, VerifyingReader, check_digest, fsync_dir
 from registry.domain.errors import NotFound
 
 __all__ = ["LocalStore"]
@@ -25,7 +24,7 @@ class _LocalWriter:
         fd, name = tempfile.mkstemp(dir=store.tmp_dir, prefix=f"put-{_HOST}-{os.getpid()}-")
         self._tmp = Path(name)
         self._fh = os.fdopen(fd, "wb", buffering=0)
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()  # hashed on a side thread while the caller reads the next chunk
         self._size = 0
         self._done = False
 
@@ -41,7 +40,10 @@ class _LocalWriter:
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
-        digest = self._hash.hexdigest()
+        try:
+            digest = self._hash.hexdigest()
+        finally:
+            self._hash.close()
         final = self._store.path(digest)
         created = not final.exists()
         if created:
@@ -57,6 +59,7 @@ class _LocalWriter:
 
     def abort(self) -> None:
         if not self._done:
+            self._hash.close()
             self._fh.close()
             self._tmp.unlink(missing_ok=True)
             self._done = True

@@ -17,11 +17,11 @@ import struct
 import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from registry.blobs.base import CHUNK, ArtifactSink
+from registry.blobs.base import CHUNK, ArtifactSink, BackgroundHash
 from registry.domain.errors import InvalidFile
 from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
 from registry.domain.wan import BaseModel
@@ -157,28 +157,6 @@ def nonfinite_tensors(ins: Inspection) -> list[str]:
     return bad
 
 
-class _Hasher:
-    """A sha256 fed from its own thread, one chunk in flight at a time (bounded memory)."""
-
-    def __init__(self, pool: ThreadPoolExecutor) -> None:
-        self.hash = hashlib.sha256()
-        self._pool = pool
-        self._pending: Future[None] | None = None
-
-    def update(self, data: bytes) -> None:
-        self.wait()
-        self._pending = self._pool.submit(self.hash.update, data)
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            self._pending.result()
-            self._pending = None
-
-    def hexdigest(self) -> str:
-        self.wait()
-        return self.hash.hexdigest()
-
-
 def file_identity(st: os.stat_result) -> tuple[int, ...]:
     """What changes when a file is rewritten, in place or by a rename over it."""
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
@@ -283,7 +261,7 @@ def ingest_lora(
     writer = store.writer()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wanlora-ingest") as pool:
         source_digest = pool.submit(_hash_file, ins.path, ins.header.data_offset, stop)
-        payload = _Hasher(pool)
+        payload = BackgroundHash(pool)
         try:
             payload.update(payload_header)
             writer.write(file_header)

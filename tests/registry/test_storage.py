@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from registry.backends.local import Wanlora
-from registry.blobs.base import ArtifactStore
+from registry.blobs.base import ArtifactStore, BackgroundHash
 from registry.blobs.factory import open_store
 from registry.blobs.local import LocalStore
 from registry.blobs.s3 import S3Store
@@ -133,3 +133,21 @@ def test_register_and_sync_through_s3(tmp_path: Path, s3_endpoint: str) -> None:
     out = tmp_path / "ComfyUI/models/loras/wanlora/p/style/x.safetensors"
     assert report.copied and hashlib.sha256(out.read_bytes()).hexdigest() == v.files[0].sha256
     db.dispose()
+
+
+def test_background_hash_is_the_sha256_of_what_it_was_fed() -> None:
+    """BackgroundHash hashes on a side thread, one chunk in flight: the digest is the plain sha256 of
+    the chunks in order, views of a buffer that is overwritten at once included (a view is copied
+    before it is handed over)."""
+    h, plain = BackgroundHash(), hashlib.sha256()
+    buf = bytearray(4096)
+    for size in (0, 1, 4096, 3 * 1024 * 1024):
+        data = os.urandom(size)
+        h.update(data)
+        plain.update(data)
+        buf[:] = os.urandom(len(buf))
+        h.update(memoryview(buf))
+        plain.update(buf)
+        buf[:] = bytes(len(buf))  # reused before the hasher may have got to it
+    assert h.hexdigest() == plain.hexdigest()
+    h.close()
