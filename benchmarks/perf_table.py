@@ -7,7 +7,8 @@
     .venv/bin/python benchmarks/bench_scale.py > scale.json
     .venv/bin/python benchmarks/perf_table.py cli.json resolve.json mixed.json transfer.json scale.json
 
-Every row is a figure beside its reference from the same run, and the issue's target.
+Every row is a figure beside its reference from the same run, and the issue's target. A ``-`` in place
+of a file leaves that benchmark's rows out (to refresh part of the table from a new run).
 """
 
 from __future__ import annotations
@@ -24,13 +25,19 @@ def _load(path: str) -> Any:
 
 
 def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[str]:
-    s, n, f = cli["start"], cli["noop_sync"], cli["flow"]
-    w, m = resolve["wanlora"], resolve["mlflow"]
-    r = mixed["reads"]
-    ref = transfer["cp_s"] + transfer["sha256sum_s"]
     out = [
         "| what | measured | reference in the same run | ratio | target |",
         "|---|---|---|---|---|",
+    ]
+    out += _cli_rows(cli) if cli is not None else []
+    out += _transfer_rows(transfer) if transfer is not None else []
+    out += _load_rows(resolve, mixed) if resolve is not None and mixed is not None else []
+    return out + (_scale_rows(scale) if scale is not None else [])
+
+
+def _cli_rows(cli: Any) -> list[str]:
+    s, n, f = cli["start"], cli["noop_sync"], cli["flow"]
+    return [
         f"| `wanlora --help` | {s['help_s']:.2f} s | `python -c pass` {s['python_s']:.3f} s; "
         f"`python -c 'import typer, rich.console'` {s['python_import_typer_s']:.2f} s | "
         f"{s['help_vs_import_typer']:.1f}× the bare typer import | ≤ 0.25 s |",
@@ -42,6 +49,12 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
         f"| register + promote + sync of a {f['file_mb']:.0f} MB LoRA, three `wanlora` processes | "
         f"{f['register_promote_sync_s']:.2f} s | two runs of `cp` + `sha256sum`: {f['two_cp_plus_sha256sum_s']:.2f} s | "
         f"**{f['flow_speed_vs_two_cp_plus_sha256sum']:.2f}×** their speed | ≥ 1.0× |",
+    ]
+
+
+def _transfer_rows(transfer: Any) -> list[str]:
+    ref = transfer["cp_s"] + transfer["sha256sum_s"]
+    return [
         f"| {transfer['file_mb']:,.0f} MB: upload + register through the API | {transfer['upload_and_register_s']:.2f} s | "
         f"`cp` {transfer['cp_s']:.2f} s + `sha256sum` {transfer['sha256sum_s']:.2f} s | "
         f"**{transfer['upload_speed_vs_cp_plus_sha256sum']:.2f}×** | ≥ 0.9× |",
@@ -53,6 +66,13 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
         f"| peak memory: server / uploading client / syncing client | {transfer['server_peak_rss_mb']} / "
         f"{transfer['upload_client_peak_rss_mb']} / {transfer['download_client_peak_rss_mb']} MB | "
         f"(the file: {transfer['file_mb']:,.0f} MB) | flat in file size | flat |",
+    ]
+
+
+def _load_rows(resolve: Any, mixed: Any) -> list[str]:
+    w, m = resolve["wanlora"], resolve["mlflow"]
+    r = mixed["reads"]
+    return [
         f"| `GET …/resolve?lora=` at 32 connections (wrk, {resolve['duration_s']} s), default workers | "
         f"{w['rps']:,.0f} req/s, p99 {w['p99_ms']:.1f} ms, {w['errors']:.0f} errors | stock MLflow `mlflow server`, "
         f"`GET …/registered-models/alias`: {m['rps']:,.0f} req/s, p99 {m['p99_ms']:,.0f} ms | "
@@ -61,6 +81,9 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
         f"p99 {r['p99_ms']:.0f} ms, {r['errors']:.0f} errors | {mixed['writes']['promoted']} register + promote "
         f"cycles, {mixed['writes']['errors']} failed | | 0 errors; p99 ≤ 100 ms |",
     ]
+
+
+def _scale_rows(scale: Any) -> list[str]:
     sizes = list(scale["loras"])
     small, large = scale["loras"][sizes[0]], scale["loras"][sizes[1]]
     growth = next(v for k, v in scale.items() if k.startswith("growth"))
@@ -72,7 +95,7 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
         "noop_sync_embedded_tag": "no-op sync, embedded: the state query of `registry.sync.quick`",
         "full_sync_targets_all": "a full sync's targets, every current version (the answer grows with it)",
     }
-    out += [
+    out = [
         "",
         f"| PostgreSQL, {int(sizes[0]):,} → {int(sizes[1]):,} LoRAs × 10 versions | p50 / p99 at {int(sizes[0]):,} | "
         f"p50 / p99 at {int(sizes[1]):,} | growth p50 / p99 (1.0 = flat, 10 = linear) |",
@@ -90,7 +113,7 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
 def main() -> None:
     if len(sys.argv) != 6:
         raise SystemExit(__doc__)
-    print("\n".join(rows(*(_load(p) for p in sys.argv[1:]))))
+    print("\n".join(rows(*(None if p == "-" else _load(p) for p in sys.argv[1:]))))
 
 
 if __name__ == "__main__":
