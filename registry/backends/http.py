@@ -77,16 +77,29 @@ def lora_path(project: str, name: str) -> str:
     return f"{project_path(project)}/loras/{quote(name, safe='')}"
 
 
+_JOINED = 1 << 20
+
+
 class _StreamBody:
     """An HTTP response body as ``read``: each call returns the next chunk as it arrives (no copying
-    into a buffer), which is all a verifying, streaming reader needs."""
+    into a buffer beyond joining the socket's pieces), which is all a verifying, streaming reader needs. A body sent as it is stored (no
+    Content-Encoding) is taken as the socket delivers it: httpx's re-chunking into even sizes cost more
+    than hashing the bytes. An encoded one (a proxy that compresses) is decoded first."""
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        self._chunks = response.iter_bytes(1 << 20)
+        encoding = response.headers.get("content-encoding", "").strip().lower()
+        self._chunks = response.iter_raw() if encoding in ("", "identity") else response.iter_bytes(1 << 20)
 
     def read(self, n: int = CHUNK) -> bytes:
-        return next(self._chunks, b"")
+        """The next MiB or so (the socket's pieces joined: one copy), or ``b""`` at the end."""
+        parts, size = [], 0
+        for chunk in self._chunks:
+            parts.append(chunk)
+            size += len(chunk)
+            if size >= _JOINED:
+                break
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
         self._response.close()
@@ -107,5 +120,8 @@ class RemoteStore:
         if not response.is_success:
             response.read()
             raise_for(response)
-        size = int(response.headers.get("content-length", "-1"))
+        # The length on the wire is the stored length unless a proxy compressed the body; then only the
+        # digest is checked (it fixes the length as well).
+        encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
+        size = -1 if encoded else int(response.headers.get("content-length", "-1"))
         return VerifyingReader(_StreamBody(response), sha256, size)  # type: ignore[arg-type]

@@ -130,11 +130,13 @@ class BackgroundHash:
 
 
 class VerifyingReader:
-    """A read stream that hashes what it returns and raises IntegrityError at the end on a mismatch."""
+    """A read stream that hashes what it returns and raises IntegrityError at the end on a mismatch.
+    The hashing runs on a side thread (``BackgroundHash``) while the caller writes what it got and
+    reads the next chunk."""
 
     def __init__(self, raw: BinaryIO, sha256: str, size: int) -> None:
         self._raw, self.sha256, self.size = raw, sha256, size
-        self._hash = hashlib.sha256()
+        self._hash = BackgroundHash()
         self._seen = 0
 
     def read(self, n: int = CHUNK) -> bytes:
@@ -150,8 +152,9 @@ class VerifyingReader:
         self.check(self._hash.hexdigest(), self._seen)
 
     def check(self, digest: str, size: int) -> None:
-        """Raise IntegrityError unless ``digest`` and ``size`` (of this stream's bytes) are the stored ones."""
-        if size != self.size or digest != self.sha256:
+        """Raise IntegrityError unless ``digest`` and ``size`` (of this stream's bytes) are the stored ones
+        (``self.size`` -1: not known ahead, the digest alone decides)."""
+        if (self.size >= 0 and size != self.size) or digest != self.sha256:
             raise IntegrityError(
                 f"stored artifact {self.sha256[:12]} is corrupt (read {size} bytes, sha256 {digest[:12]})",
                 hint="the store was modified outside wanlora; register the version's source file again",
@@ -172,6 +175,7 @@ class VerifyingReader:
         return fd
 
     def close(self) -> None:
+        self._hash.close()
         self._raw.close()
 
     def __enter__(self) -> VerifyingReader:
