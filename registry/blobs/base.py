@@ -32,6 +32,7 @@ __all__ = [
     "check_digest",
     "copy_hashed",
     "copy_in_kernel",
+    "copy_range",
     "fsync_dir",
 ]
 
@@ -103,10 +104,14 @@ class BackgroundHash:
         self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-hash")
         self._pending: Future[None] | None = None
 
-    def update(self, data: bytes | memoryview) -> None:
+    def update(self, data: bytes | memoryview, *, copy: bool = True) -> None:
+        """Hash ``data`` next. Bytes cannot change under the hasher; a view of someone's buffer might, so
+        it is copied, unless ``copy=False``: the caller then leaves that buffer alone until its next
+        ``update`` (or ``wait``) returns, by which time the hasher is done with it."""
         self.wait()
-        # bytes cannot change under the hasher; a view of someone's buffer might, so it is copied
-        self._pending = self._pool.submit(self.hash.update, data if isinstance(data, bytes) else bytes(data))
+        self._pending = self._pool.submit(
+            self.hash.update, data if copy is False or isinstance(data, bytes) else bytes(data)
+        )
 
     def wait(self) -> None:
         if self._pending is not None:
@@ -213,6 +218,26 @@ def copy_in_kernel(src: int, dst: int, size: int, progress: Callable[[int], None
         done += n
         if progress:
             progress(done)
+
+
+def copy_range(src: int, offset: int, length: int, dst: int, data: bytes | memoryview) -> None:
+    """Append ``src``'s bytes ``offset:offset+length`` to ``dst`` at its current position, the kernel
+    copying them; ``data`` is the same bytes as the caller read them, written instead where the kernel
+    cannot copy between the two files."""
+    done = 0
+    while done < length and hasattr(os, "copy_file_range"):
+        try:
+            n = os.copy_file_range(src, dst, length - done, offset + done)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            break
+        if n == 0:
+            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
+        done += n
+    view = memoryview(data)[done:length]
+    while view:
+        view = view[os.write(dst, view) :]
 
 
 def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from registry.blobs.base import BackgroundHash, RecentlyVerified, VerifyingReader, check_digest, fsync_dir
+from registry.blobs.base import BackgroundHash, RecentlyVerified, VerifyingReader, check_digest, copy_range, fsync_dir
 from registry.domain.errors import NotFound
 
 __all__ = ["LocalStore"]
@@ -34,6 +34,15 @@ class _LocalWriter:
         while view:
             written = self._fh.write(view)
             view = view[written:]
+        self._size += len(data)
+
+    def copy_from(self, fd: int, offset: int, data: memoryview) -> None:
+        """Append the bytes of ``fd`` at ``offset`` that the caller read as ``data`` (and leaves alone
+        until its next call): the store hashes ``data`` and the kernel copies the range, so the bytes do
+        not pass through Python a second time. The caller keeps ``fd`` unchanged meanwhile (ingest
+        checks the source's identity after its last read)."""
+        self._hash.update(data, copy=False)
+        copy_range(fd, offset, len(data), self._fh.fileno(), data)
         self._size += len(data)
 
     def commit(self) -> tuple[str, int, bool]:

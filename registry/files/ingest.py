@@ -182,15 +182,17 @@ def _hash_file(path: Path, data_offset: int, stop: threading.Event) -> tuple[str
     """The file's sha256, and its data section's (after the header: Civitai's AutoV3), in one read."""
     whole, data = hashlib.sha256(), hashlib.sha256()
     position = 0
+    buffer = memoryview(bytearray(CHUNK))  # one buffer, read into again and again: no allocation per chunk
     with open(path, "rb", buffering=0) as fh:
         while not stop.is_set():
-            chunk = fh.read(CHUNK)
-            if not chunk:
+            n = fh.readinto(buffer)
+            if not n:
                 return whole.hexdigest(), data.hexdigest()
+            chunk = buffer[:n]
             whole.update(chunk)
-            if position + len(chunk) > data_offset:
-                data.update(memoryview(chunk)[max(0, data_offset - position) :])
-            position += len(chunk)
+            if position + n > data_offset:
+                data.update(chunk[max(0, data_offset - position) :])
+            position += n
     return "", ""
 
 
@@ -210,15 +212,42 @@ def _row_bytes(ins: Inspection, fd: int, row: Row) -> Iterator[bytes]:
         chunk = os.pread(fd, min(CHUNK, remaining), offset)
         if not chunk:
             raise InvalidFile(f"{ins.path.name} shrank while it was being read")
-        if has_nonfinite(src.dtype, chunk):
-            raise InvalidFile(
-                f"{ins.path.name}: tensor {src.name!r} holds NaN or infinite values",
-                hint="the training run diverged; register an earlier checkpoint or retrain "
-                "with a lower learning rate and gradient clipping",
-            )
+        _refuse_nonfinite(ins, src, chunk)
         offset += len(chunk)
         remaining -= len(chunk)
         yield chunk if row.scale is None else scaled_f32(chunk, src.dtype, row.scale, src.name)
+
+
+def _refuse_nonfinite(ins: Inspection, src: TensorInfo, chunk: bytes | memoryview) -> None:
+    if has_nonfinite(src.dtype, chunk):
+        raise InvalidFile(
+            f"{ins.path.name}: tensor {src.name!r} holds NaN or infinite values",
+            hint="the training run diverged; register an earlier checkpoint or retrain "
+            "with a lower learning rate and gradient clipping",
+        )
+
+
+class _Steps:
+    """The read side of a tensor stored as it is: its bytes a chunk at a time, read into one of two
+    buffers that take turns (no allocation per chunk). A chunk's buffer is reused two chunks later, by
+    when every hasher given it has finished with it (each waits for its last chunk before the next)."""
+
+    def __init__(self, ins: Inspection, fd: int) -> None:
+        self.ins, self.fd = ins, fd
+        self._buffers = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
+        self._turn = 0
+
+    def of(self, src: TensorInfo) -> Iterator[tuple[int, memoryview]]:
+        offset = self.ins.header.data_offset + src.start
+        end = offset + src.nbytes
+        while offset < end:
+            view = self._buffers[self._turn][: min(CHUNK, end - offset)]
+            self._turn ^= 1
+            if os.preadv(self.fd, [view], offset) != len(view):
+                raise InvalidFile(f"{self.ins.path.name} shrank while it was being read")
+            _refuse_nonfinite(self.ins, src, view)
+            yield offset, view
+            offset += len(view)
 
 
 def scaled_f32(chunk: bytes, dtype: str, scale: float, name: str) -> bytes:
@@ -266,8 +295,20 @@ def ingest_lora(
             payload.update(payload_header)
             writer.write(file_header)
             fd = os.open(ins.path, os.O_RDONLY)
+            # A tensor stored as it is (most of a file) is read once, into reused buffers, and copied
+            # by the kernel where the store can take that (the local one); rescaled ones are written.
+            copy_from = getattr(writer, "copy_from", None)
+            steps = _Steps(ins, fd)
             try:
                 for row in layout:
+                    if copy_from is not None and row.src is not None and row.scale is None:
+                        for offset, view in steps.of(row.src):
+                            payload.update(view, copy=False)
+                            copy_from(fd, offset, view)
+                            done += len(view)
+                            if progress:
+                                progress(done, total)
+                        continue
                     for chunk in _row_bytes(ins, fd, row):
                         payload.update(chunk)
                         writer.write(chunk)

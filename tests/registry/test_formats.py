@@ -189,3 +189,50 @@ def test_alpha_from_diffusers_metadata_is_stored(tmp_path: Path) -> None:
     assert ingested.alpha == 8.0
     out = load_file(str(store.path(ingested.sha256)))
     assert float(out[f"{_Q}.alpha"]) == 8.0  # ComfyUI then applies 8/4, as diffusers does from the metadata
+
+
+@pytest.mark.parametrize("kernel", ["copies", "refuses", "missing"])
+def test_the_stored_file_is_the_same_however_its_tensors_are_copied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    """Tensors stored as they are go by the kernel (copy_file_range) into a local store, and through
+    Python where the kernel cannot copy (another file system, another OS) or into any other sink:
+    the bytes, the digests and what the file holds are the same every way, across several chunks."""
+    import errno
+    import os
+
+    from registry.blobs.base import CHUNK
+    from registry.files.ingest import file_digests
+
+    calls: list[int] = []
+    if kernel == "copies":
+        real = os.copy_file_range
+
+        def counted(*args: object, **kw: object) -> int:
+            calls.append(1)
+            return real(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(os, "copy_file_range", counted)
+    if kernel == "refuses":
+
+        def refuse(*_: object, **__: object) -> int:
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    elif kernel == "missing":
+        monkeypatch.delattr(os, "copy_file_range")
+    # rank 1024 on a 14B FFN: lora_B is 13824×1024 fp16, 27 MiB, several chunks of one tensor
+    src = synth_lora(tmp_path / "big.safetensors", base_model="wan2.1-t2v-14b", rank=1024, blocks=1, seed=2,
+                     targets=("ffn.0",), dtype="F16")  # fmt: skip
+    assert max(t.nbytes for t in inspect_lora(src).header.tensors) > 3 * CHUNK
+    ingested = ingest_lora(src, LocalStore(tmp_path / "store"), base=BASE_MODELS["wan2.1-t2v-14b"])
+    stored = tmp_path / "store" / "sha256" / ingested.sha256[:2] / ingested.sha256
+    import hashlib
+
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == ingested.sha256
+    (b_matrix,) = [t for t in load_file(str(src)).values() if t.shape == (13824, 1024)]
+    assert np.array_equal(load_file(str(stored))["diffusion_model.blocks.0.ffn.0.lora_B.weight"], b_matrix)
+    assert bool(calls) == (kernel == "copies")  # the kernel did copy when it could
+    again = file_digests(src)  # the same digests from a sink that keeps nothing (no kernel copy there)
+    assert (again.sha256, again.payload_sha256) == (ingested.source_sha256, ingested.payload_sha256)
+    assert again.autov3 == ingested.source_autov3
