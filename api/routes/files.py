@@ -25,6 +25,7 @@ from registry.blobs.local import LocalStore
 from registry.domain.access import Action, Principal
 from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
 from registry.domain.schemas import FileMatch, SyncTarget, check_name
+from registry.files.ingest import DataSectionHash, SourceDigests, file_identity
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")
@@ -41,6 +42,11 @@ class Upload(BaseModel):
     upload_id: str
     size: int
     sha256: str
+
+
+def digests_path(upload: Path) -> Path:
+    """Where the upload's digests are kept until it is registered (a dot name: never an upload id)."""
+    return upload.with_name(f".{upload.name}.digests")
 
 
 def upload_path(state: ServerState, upload_id: str) -> Path:
@@ -84,6 +90,7 @@ async def upload(
     upload_id = "u_" + secrets.token_urlsafe(24)
     path = state.uploads / upload_id
     digest = hashlib.sha256()
+    data_section = DataSectionHash()  # AutoV3, so that registering the upload need not read it again
     size = 0
     fh = await run_in_threadpool(open, path, "wb", 0)
     batch = bytearray()
@@ -91,6 +98,7 @@ async def upload(
 
     def _spill(data: bytearray) -> None:
         digest.update(data)  # hashlib and the write release the GIL: this runs beside the receiving loop
+        data_section.update(data)
         fh.write(data)
 
     try:
@@ -125,6 +133,10 @@ async def upload(
     if x_content_sha256 is not None and x_content_sha256.lower() != sha:
         path.unlink(missing_ok=True)
         return error_response(400, "integrity", f"the body's sha256 is {sha}, not {x_content_sha256}", "upload again")
+    autov3 = data_section.hexdigest()
+    if autov3 is not None:  # else not safetensors: registering it is refused anyway, after its own read
+        record = SourceDigests(sha, autov3, file_identity(path.stat()))
+        await run_in_threadpool(digests_path(path).write_text, record.to_json())
     return Response(
         Upload(upload_id=upload_id, size=size, sha256=sha).model_dump_json(),
         status_code=201,

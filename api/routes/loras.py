@@ -10,11 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
-from api.routes.files import ClientQuery, may_register, upload_path
+from api.routes.files import ClientQuery, digests_path, may_register, upload_path
 from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.limits import MAX_PAGE
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
+from registry.files.ingest import SourceDigests
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["loras"], responses=ERROR_RESPONSES)
 
@@ -126,6 +127,8 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
         raise PermissionDenied(f"{caller.principal.describe()} may not register versions in {project}")
     files = [body.file] + ([body.low_noise] if body.low_noise else [])
     paths = [upload_path(state, upload_id) for upload_id in files]
+    # what the upload hashed as it arrived; ingest uses it only while the file is the one it hashed
+    known = {path: d for path in paths if (d := SourceDigests.read(digests_path(path))) is not None}
     try:
         return caller.register(
             RegisterRequest(
@@ -134,11 +137,13 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 file=paths[0],
                 low_noise=paths[1] if len(paths) > 1 else None,
                 **body.fields(),
-            )
+            ),
+            source_digests=known,
         )
     finally:
         for path in paths:
             path.unlink(missing_ok=True)  # an upload is used once, whatever the outcome
+            digests_path(path).unlink(missing_ok=True)
 
 
 @router.post("/loras/{name}/versions/{version}/promote", summary="testing → current (admin)")

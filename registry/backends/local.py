@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +33,7 @@ from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import GcReport, VersionPublic, parse_category
 from registry.domain.wan import base_model as lookup_base_model
-from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
+from registry.files.ingest import IngestedFile, Inspection, SourceDigests, ingest_lora, inspect_lora
 from registry.files.jsonfile import read_json_object
 from registry.files.metadata import facts_from_metadata
 from registry.services.egress import EgressPolicy
@@ -64,6 +64,9 @@ def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> lis
             if path.stat().st_mtime < cutoff:
                 path.unlink()
                 removed.append(path.name)
+    for record in folder.glob(".u_*.digests"):  # an upload's digests (api/routes/files.py), once it is gone
+        if not record.with_name(record.name[1:].removesuffix(".digests")).exists():
+            record.unlink(missing_ok=True)
     return removed
 
 
@@ -242,7 +245,15 @@ class Wanlora:
 
     # -- register -----------------------------------------------------------------------------------
 
-    def register(self, req: RegisterRequest, *, progress: Progress | None = None) -> VersionPublic:
+    def register(
+        self,
+        req: RegisterRequest,
+        *,
+        progress: Progress | None = None,
+        source_digests: Mapping[Path, SourceDigests] | None = None,
+    ) -> VersionPublic:
+        """``source_digests``: what the server's upload hashed as each file arrived (not part of the
+        contract; ingest checks the file is still the one hashed)."""
         if (req.version is None) == (req.bump is None):
             raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
         if req.dataset_dir is not None and req.dataset_hash is not None:
@@ -275,7 +286,8 @@ class Wanlora:
         try:
             for role, path in paths.items():
                 report = (lambda done, total, r=role: progress(r.value, done, total)) if progress else None
-                files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role])
+                files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role],
+                                          source_digests=(source_digests or {}).get(Path(path)))  # fmt: skip
             with self.registry() as reg:
                 # The LoRA is created in the same transaction as its first version: a refused file
                 # leaves no empty LoRA behind.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -205,3 +206,31 @@ def test_history_pages_back_with_before(api: Api) -> None:
     rest = api.call("root", "GET", f"/api/v1/projects/p1/loras/sarah/history?before={first[-1]['id']}").json()
     assert [e["id"] for e in first + rest] == [e["id"] for e in everything] and len(everything) > 2
     assert api.call("root", "GET", "/api/v1/projects/p1/history?before=0").status_code == 422
+
+
+@pytest.mark.parametrize("record", ["kept", "stale", "forged"])
+def test_register_uses_the_digests_the_upload_worked_out_only_for_that_file(
+    api: Api, tmp_path: Path, record: str
+) -> None:
+    """The upload hashes the file and its data section (AutoV3) as it arrives and keeps both beside
+    it; registering it then skips reading the file again, but only while it is the file that was
+    hashed. A record of another identity, or one that is not a record, is ignored: the file is hashed."""
+    from registry.files.ingest import file_digests
+
+    src = make(tmp_path, "digests", seed=91)
+    expected = file_digests(src)
+    up = api.call("trainer", "POST", "/api/v1/uploads?project=p1", content=src.read_bytes()).json()
+    upload = api.home / "uploads" / up["upload_id"]
+    kept = upload.with_name(f".{upload.name}.digests")
+    recorded = json.loads(kept.read_text())
+    assert (recorded["sha256"], recorded["autov3"]) == (expected.sha256, expected.autov3)
+    if record == "stale":  # the identity no longer matches: were the record trusted, these digests would show
+        kept.write_text(json.dumps({**recorded, "sha256": "0" * 64, "identity": [0, 0, 0, 0, 0]}))
+    elif record == "forged":
+        kept.write_text("not a record")
+    body = {"bump": "patch", "changelog": "digests", "file": up["upload_id"]}
+    created = api.call("trainer", "POST", f"{P}/loras/sarah/versions", json=body)
+    assert created.status_code == 201, created.text
+    (stored,) = created.json()["files"]
+    assert (stored["source_sha256"], stored["source_autov3"]) == (expected.sha256, expected.autov3)
+    assert list((api.home / "uploads").iterdir()) == []  # the upload and its record are consumed

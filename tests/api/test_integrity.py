@@ -72,8 +72,14 @@ def test_gc_reports_orphans_and_deletes_them_only_when_asked(api: Api, tmp_path:
     stale = api.home / "uploads" / "u_stale-partial-upload"
     stale.write_bytes(b"half a file")
     os.utime(stale, (old, old))
+    record = stale.with_name(f".{stale.name}.digests")  # its digests go with it; a live upload's stay
+    record.write_text("{}")
+    live = api.home / "uploads" / "u_live-upload-being-written"
+    live.write_bytes(b"x")
+    live.with_name(f".{live.name}.digests").write_text("{}")
     report = api.wl.gc()
-    assert report.uploads_removed == 1 and not stale.exists()
+    assert report.uploads_removed == 1 and not stale.exists() and not record.exists()
+    assert live.exists() and live.with_name(f".{live.name}.digests").exists()
     assert [o.sha256 for o in report.orphans] == [orphan.sha256]  # not the young one: it may be in flight
     assert report.temp_files_removed == 1 and not dead.exists()
     assert store.exists(orphan.sha256) and not report.deleted

@@ -236,3 +236,37 @@ def test_the_stored_file_is_the_same_however_its_tensors_are_copied(
     again = file_digests(src)  # the same digests from a sink that keeps nothing (no kernel copy there)
     assert (again.sha256, again.payload_sha256) == (ingested.source_sha256, ingested.payload_sha256)
     assert again.autov3 == ingested.source_autov3
+
+
+def test_ingest_takes_source_digests_only_for_the_file_they_were_made_of(tmp_path: Path) -> None:
+    """Digests worked out while the file was written (the server's upload) stand in for reading it
+    again only while the file has the identity recorded with them; otherwise the file is hashed."""
+    import os
+
+    from registry.files.ingest import SourceDigests, file_digests, file_identity
+
+    src = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", rank=4, blocks=1, seed=5)
+    real = file_digests(src)
+    store, base = LocalStore(tmp_path / "store"), BASE_MODELS["wan2.2-ti2v-5b"]
+    marked = SourceDigests("a" * 64, "b" * 64, file_identity(os.stat(src)))  # not its digests: shows they were used
+    used = ingest_lora(src, store, base=base, source_digests=marked)
+    assert (used.source_sha256, used.source_autov3) == ("a" * 64, "b" * 64)
+    stale = SourceDigests("a" * 64, "b" * 64, (0, 0, 0, 0, 0))
+    hashed = ingest_lora(src, store, base=base, source_digests=stale)
+    assert (hashed.source_sha256, hashed.source_autov3) == (real.sha256, real.autov3)
+    assert used.sha256 == hashed.sha256 and used.payload_sha256 == hashed.payload_sha256
+
+
+@pytest.mark.parametrize("piece", [1, 3, 7, 8, 9, 4096, 10**9])
+def test_the_data_section_hash_is_autov3_whatever_the_pieces(tmp_path: Path, piece: int) -> None:
+    from registry.files.ingest import DataSectionHash, file_digests
+
+    src = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", rank=4, blocks=1, seed=6)
+    data = src.read_bytes()
+    h = DataSectionHash()
+    for i in range(0, len(data), piece):
+        h.update(data[i : i + piece])
+    assert h.hexdigest() == file_digests(src).autov3
+    short = DataSectionHash()
+    short.update(data[:5])
+    assert short.hexdigest() is None  # too short to say where its data starts
