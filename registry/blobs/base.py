@@ -199,7 +199,7 @@ _STEP = 64 * 1024 * 1024
 def copy_in_kernel(src: int, dst: int, size: int, progress: Callable[[int], None] | None = None) -> None:
     """Copy ``size`` bytes from the start of ``src`` to ``dst`` with ``copy_file_range``: the kernel
     moves the pages (or shares them, on a file system with reflinks), nothing passes through Python.
-    Where the kernel cannot, the same bytes go through a reused buffer; memory stays flat either way."""
+    Where the kernel cannot, the same bytes go through Python a chunk at a time; memory stays flat."""
     done = 0
     kernel = hasattr(os, "copy_file_range")
     while done < size:
