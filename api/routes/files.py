@@ -25,7 +25,7 @@ from registry.blobs.local import LocalStore
 from registry.domain.access import Action, Principal
 from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
 from registry.domain.schemas import FileMatch, SyncTarget, check_name
-from registry.files.ingest import DataSectionHash, SourceDigests, file_identity
+from registry.files.source_digests import DataSectionHash, SourceDigests, file_identity
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")

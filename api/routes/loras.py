@@ -15,7 +15,7 @@ from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.limits import MAX_PAGE
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
-from registry.files.ingest import SourceDigests
+from registry.files.source_digests import SourceDigests
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["loras"], responses=ERROR_RESPONSES)
 
@@ -130,7 +130,7 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
     # what the upload hashed as it arrived; ingest uses it only while the file is the one it hashed
     known = {path: d for path in paths if (d := SourceDigests.read(digests_path(path))) is not None}
     try:
-        return caller.register(
+        return caller.register_uploaded(
             RegisterRequest(
                 project=project,
                 lora=name,
@@ -138,7 +138,7 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 low_noise=paths[1] if len(paths) > 1 else None,
                 **body.fields(),
             ),
-            source_digests=known,
+            known,
         )
     finally:
         for path in paths:

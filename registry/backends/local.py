@@ -33,9 +33,10 @@ from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import GcReport, VersionPublic, parse_category
 from registry.domain.wan import base_model as lookup_base_model
-from registry.files.ingest import IngestedFile, Inspection, SourceDigests, ingest_lora, inspect_lora
+from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
 from registry.files.jsonfile import read_json_object
 from registry.files.metadata import facts_from_metadata
+from registry.files.source_digests import SourceDigests
 from registry.services.egress import EgressPolicy
 from registry.services.registry import RegistryService
 from registry.settings import Settings
@@ -245,15 +246,14 @@ class Wanlora:
 
     # -- register -----------------------------------------------------------------------------------
 
-    def register(
-        self,
-        req: RegisterRequest,
-        *,
-        progress: Progress | None = None,
-        source_digests: Mapping[Path, SourceDigests] | None = None,
+    def register(self, req: RegisterRequest, *, progress: Progress | None = None) -> VersionPublic:
+        return self.register_uploaded(req, {}, progress=progress)
+
+    def register_uploaded(
+        self, req: RegisterRequest, source_digests: Mapping[Path, SourceDigests], *, progress: Progress | None = None
     ) -> VersionPublic:
-        """``source_digests``: what the server's upload hashed as each file arrived (not part of the
-        contract; ingest checks the file is still the one hashed)."""
+        """``register``, given what the server's upload hashed as each file arrived (the server's
+        alone, not part of the contract; ingest uses a file's digests only while it is the file hashed)."""
         if (req.version is None) == (req.bump is None):
             raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
         if req.dataset_dir is not None and req.dataset_hash is not None:
@@ -287,7 +287,7 @@ class Wanlora:
             for role, path in paths.items():
                 report = (lambda done, total, r=role: progress(r.value, done, total)) if progress else None
                 files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role],
-                                          source_digests=(source_digests or {}).get(Path(path)))  # fmt: skip
+                                          source_digests=source_digests.get(Path(path)))  # fmt: skip
             with self.registry() as reg:
                 # The LoRA is created in the same transaction as its first version: a refused file
                 # leaves no empty LoRA behind.

@@ -243,7 +243,8 @@ def test_ingest_takes_source_digests_only_for_the_file_they_were_made_of(tmp_pat
     again only while the file has the identity recorded with them; otherwise the file is hashed."""
     import os
 
-    from registry.files.ingest import SourceDigests, file_digests, file_identity
+    from registry.files.ingest import file_digests
+    from registry.files.source_digests import SourceDigests, file_identity
 
     src = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", rank=4, blocks=1, seed=5)
     real = file_digests(src)
@@ -259,7 +260,8 @@ def test_ingest_takes_source_digests_only_for_the_file_they_were_made_of(tmp_pat
 
 @pytest.mark.parametrize("piece", [1, 3, 7, 8, 9, 4096, 10**9])
 def test_the_data_section_hash_is_autov3_whatever_the_pieces(tmp_path: Path, piece: int) -> None:
-    from registry.files.ingest import DataSectionHash, file_digests
+    from registry.files.ingest import file_digests
+    from registry.files.source_digests import DataSectionHash
 
     src = synth_lora(tmp_path / "a.safetensors", base_model="wan2.2-ti2v-5b", rank=4, blocks=1, seed=6)
     data = src.read_bytes()
