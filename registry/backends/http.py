@@ -80,6 +80,11 @@ def lora_path(project: str, name: str) -> str:
 _JOINED = 1 << 20
 
 
+def sent_as_stored(response: httpx.Response) -> bool:
+    """Whether the body comes as the bytes it stands for (no Content-Encoding a proxy added)."""
+    return response.headers.get("content-encoding", "").strip().lower() in ("", "identity")
+
+
 class _StreamBody:
     """An HTTP response body as ``read``: each call returns the next chunk as it arrives (no copying
     into a buffer beyond joining the socket's pieces), which is all a verifying, streaming reader needs. A body sent as it is stored (no
@@ -88,8 +93,7 @@ class _StreamBody:
 
     def __init__(self, response: httpx.Response) -> None:
         self._response = response
-        encoding = response.headers.get("content-encoding", "").strip().lower()
-        self._chunks = response.iter_raw() if encoding in ("", "identity") else response.iter_bytes(1 << 20)
+        self._chunks = response.iter_raw() if sent_as_stored(response) else response.iter_bytes(1 << 20)
 
     def read(self, n: int = CHUNK) -> bytes:
         """The next MiB or so (the socket's pieces joined: one copy), or ``b""`` at the end."""
@@ -122,6 +126,5 @@ class RemoteStore:
             raise_for(response)
         # The length on the wire is the stored length unless a proxy compressed the body; then only the
         # digest is checked (it fixes the length as well).
-        encoded = response.headers.get("content-encoding", "").strip().lower() not in ("", "identity")
-        size = -1 if encoded else int(response.headers.get("content-length", "-1"))
+        size = int(response.headers.get("content-length", "-1")) if sent_as_stored(response) else -1
         return VerifyingReader(_StreamBody(response), sha256, size)  # type: ignore[arg-type]

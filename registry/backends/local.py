@@ -24,7 +24,7 @@ from registry.backends.contract import Progress, SchemaStatus
 from registry.blobs.base import ArtifactStore, verify_stored
 from registry.blobs.factory import open_store
 from registry.db.engine import Database
-from registry.db.tables import VersionFile, WebhookDelivery
+from registry.db.tables import VersionFile, WebhookDelivery, delivery_due
 from registry.domain.access import Principal
 from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole
@@ -237,12 +237,9 @@ class Wanlora:
 
     def _deliveries_due(self) -> bool:
         """Whether any webhook delivery waits for its next attempt now (what the dispatcher would claim)."""
-        now = utcnow()
         with self.db.session(write=False) as session:
-            query = select(WebhookDelivery.id).where(
-                WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now
-            )
-            return session.exec(query.limit(1)).first() is not None
+            query = select(WebhookDelivery.id).where(*delivery_due(utcnow())).limit(1)
+            return session.exec(query).first() is not None
 
     # -- register -----------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from enum import Enum
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, CheckConstraint, DateTime, Index, LargeBinary, Text, UniqueConstraint, text
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
 
 from registry.domain.enums import Category, FileRole, Status
 
@@ -230,6 +230,12 @@ class WebhookDelivery(SQLModel, table=True):
     next_attempt_at: datetime = Field(sa_type=DateTime(timezone=True))
     delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+def delivery_due(now: datetime) -> tuple[Any, ...]:
+    """The conditions of a webhook delivery that waits for its next attempt at ``now``: what the
+    dispatcher claims, and what the CLI's pass after a command looks for before it loads the sender."""
+    return (col(WebhookDelivery.status) == "pending", col(WebhookDelivery.next_attempt_at) <= now)
 
 
 class Evaluation(SQLModel, table=True):

@@ -27,15 +27,9 @@ from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
 from registry.domain.wan import BaseModel
 from registry.files.modules import ModuleInfo, Row, adapter_config, module_info
 from registry.files.safetensors_io import Header, TensorInfo, build_header, has_nonfinite, read_header, refuse_pickle
-from registry.files.source_digests import SourceDigests, file_identity
+from registry.files.source_digests import DataSectionHash, SourceDigests, file_identity
 
-__all__ = [
-    "IngestedFile",
-    "Inspection",
-    "ModuleInfo",
-    "ingest_lora",
-    "inspect_lora",
-]
+__all__ = ["IngestedFile", "Inspection", "ModuleInfo", "ingest_lora", "inspect_lora"]
 
 Progress = Callable[[int, int], None]
 CANONICAL_FORMAT = "canonical-v2"  # v2: LoKr, LoHa and diff kept; non-block LoRAs carry no alpha
@@ -180,21 +174,17 @@ def _unchanged(ins: Inspection, fd: int) -> None:
         )
 
 
-def _hash_file(path: Path, data_offset: int, stop: threading.Event) -> tuple[str, str]:
+def _hash_file(path: Path, stop: threading.Event) -> tuple[str, str]:
     """The file's sha256, and its data section's (after the header: Civitai's AutoV3), in one read."""
-    whole, data = hashlib.sha256(), hashlib.sha256()
-    position = 0
+    whole, data = hashlib.sha256(), DataSectionHash()
     buffer = memoryview(bytearray(CHUNK))  # one buffer, read into again and again: no allocation per chunk
     with open(path, "rb", buffering=0) as fh:
         while not stop.is_set():
             n = fh.readinto(buffer)
             if not n:
-                return whole.hexdigest(), data.hexdigest()
-            chunk = buffer[:n]
-            whole.update(chunk)
-            if position + n > data_offset:
-                data.update(chunk[max(0, data_offset - position) :])
-            position += n
+                return whole.hexdigest(), data.hexdigest() or ""
+            whole.update(buffer[:n])
+            data.update(buffer[:n])
     return "", ""
 
 
@@ -302,7 +292,7 @@ def ingest_lora(
         source_digest = (
             pool.submit(lambda: (known.sha256, known.autov3))
             if known is not None
-            else pool.submit(_hash_file, ins.path, ins.header.data_offset, stop)
+            else pool.submit(_hash_file, ins.path, stop)
         )
         payload = BackgroundHash(pool)
         try:
@@ -395,7 +385,7 @@ def file_digests(path: Path) -> FileDigests:
         ingested = ingest_lora(path, _Discard())
     except InvalidFile as exc:
         data_offset = _data_offset(path)
-        whole, data = _hash_file(path, data_offset or 0, threading.Event())
+        whole, data = _hash_file(path, threading.Event())
         return FileDigests(whole, data if data_offset else None, None, exc.message)
     return FileDigests(ingested.source_sha256, ingested.source_autov3, ingested.payload_sha256)
 

@@ -10,6 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from registry.blobs.base import check_digest
+from registry.domain.errors import InvalidInput
+
 __all__ = ["DataSectionHash", "SourceDigests", "file_identity"]
 
 
@@ -36,13 +39,10 @@ class SourceDigests:
         """The record at ``path``, or None when there is none or it is not one (then the file is hashed)."""
         try:
             raw = json.loads(path.read_bytes()[:4096])
-            digests = cls(str(raw["sha256"]), str(raw["autov3"]), tuple(int(v) for v in raw["identity"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            sha256, autov3 = check_digest(str(raw["sha256"])), check_digest(str(raw["autov3"]))
+            return cls(sha256, autov3, tuple(int(v) for v in raw["identity"]))
+        except (OSError, ValueError, KeyError, TypeError, InvalidInput):
             return None
-        hexdigits = set("0123456789abcdef")
-        if not all(len(d) == 64 and set(d) <= hexdigits for d in (digests.sha256, digests.autov3)):
-            return None
-        return digests
 
 
 class DataSectionHash:

@@ -21,7 +21,7 @@ import httpx
 from sqlmodel import col, select
 
 from registry.db.engine import Database
-from registry.db.tables import Webhook, WebhookDelivery
+from registry.db.tables import Webhook, WebhookDelivery, delivery_due
 from registry.domain.clock import utcnow
 from registry.domain.webhooks import sign
 from registry.services.egress import EgressPolicy, TargetRefused
@@ -152,7 +152,7 @@ class Dispatcher:
         query = (
             select(WebhookDelivery, Webhook)
             .join(Webhook, col(Webhook.id) == WebhookDelivery.webhook_id)
-            .where(WebhookDelivery.status == "pending", WebhookDelivery.next_attempt_at <= now)
+            .where(*delivery_due(now))
             .order_by(col(WebhookDelivery.id))
             .limit(limit)
             .with_for_update(skip_locked=True, of=WebhookDelivery)
