@@ -147,12 +147,19 @@ def bench_flow(work: Path, size_mb: int, repeats: int) -> dict[str, float]:
     for i in range(repeats):
         # Each side starts with the other's written pages on disk: otherwise whichever runs second pays
         # for the first one's writeback (the kernel throttles a writer while dirty pages drain).
+        # Like the flow (the store's file, then ComfyUI's), the reference writes two new files and keeps
+        # them until it is done; each side's files are deleted before the other side runs, so that both
+        # write into memory the kernel just freed (on a VM, a write into memory the guest never touched
+        # costs up to 10x one into pages freed a moment before, and overwriting one file twice is the latter).
         os.sync()
+        copies = [work / f"flow-copy-{k}.safetensors" for k in range(2)]
         start = time.perf_counter()
-        for _ in range(2):
-            wall(["cp", str(src), str(work / "flow-copy.safetensors")])
+        for copy in copies:
+            wall(["cp", str(src), str(copy)])
             wall(["sha256sum", str(src)])
         refs.append(time.perf_counter() - start)
+        for copy in copies:
+            copy.unlink()
         home = work / f"flow-home-{i}"
         open_home(home).close()
         env = home_env(home)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from urllib.parse import urlparse
 
-import httpx
-
 from registry.domain.errors import InvalidInput
 
 __all__ = ["check_comfyui_url", "free_comfyui"]
@@ -21,6 +19,8 @@ def check_comfyui_url(url: str) -> str:
 
 def free_comfyui(url: str, *, timeout: float = 5.0) -> str | None:
     """``None`` once ComfyUI has dropped its caches, else why it did not (sync goes on either way)."""
+    import httpx  # here: a sync that tells no ComfyUI (most, and every local one) never loads it
+
     try:
         answer = httpx.post(
             f"{check_comfyui_url(url)}/free", json={"unload_models": True, "free_memory": True}, timeout=timeout

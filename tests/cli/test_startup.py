@@ -131,6 +131,7 @@ def test_a_sync_with_nothing_to_do_loads_neither_the_database_layer_nor_pydantic
     args = ["sync", "--comfyui", str(tmp_path / "ComfyUI"), "--create", "--json"]
     first = _modules(args)
     assert "sqlalchemy" in first  # the first sync looks at the registry
+    assert _heavy(first, ("httpx", "numpy")) == []  # a local sync telling no ComfyUI: no HTTP client
     again = _modules(args)
     assert _heavy(again, (*HEAVY, "pydantic", "httpx", "typer._adapters")) == []
 
