@@ -9,10 +9,10 @@ measured in the same run on the same machine. Every figure is a whole process, s
 2. `wanlora sync` with nothing to do over 1,000 current LoRAs (target ≤ 0.35 s) against the first,
    full sync of the same folder and a bare `stat` of its files;
 3. register + promote + sync of a ~420 MB LoRA as three `wanlora` processes against two runs of
-   `cp` + `sha256sum` of the file (target ≥ 1.0× their speed).
+   `cp` into a new file + `sha256sum` of the file (target ≥ 1.0× their speed).
 
 Runs are interleaved (command, reference, command, …) so that a machine that slows down mid-run slows
-both; the figure is the median.
+both; the figure is the median (for the flow, of few and long repeats, the fastest of each side).
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ def _cli_rows(cli: Any) -> list[str]:
         f"the first, full sync {n['first_sync_s']:.2f} s; a Python process `stat`ing the same files "
         f"{n['python_stat_of_the_files_s']:.3f} s | {n['noop_vs_first_sync_speedup']:.0f}× faster than the first | ≤ 0.35 s |",
         f"| register + promote + sync of a {f['file_mb']:.0f} MB LoRA, three `wanlora` processes | "
-        f"{f['register_promote_sync_s']:.2f} s | two runs of `cp` + `sha256sum`: {f['two_cp_plus_sha256sum_s']:.2f} s | "
+        f"{f['register_promote_sync_s']:.2f} s | two runs of `cp` (into two new files) + `sha256sum`: {f['two_cp_plus_sha256sum_s']:.2f} s | "
         f"**{f['flow_speed_vs_two_cp_plus_sha256sum']:.2f}×** their speed | ≥ 1.0× |",
     ]
 
