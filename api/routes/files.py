@@ -9,7 +9,7 @@ import secrets
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, BinaryIO
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Query, Request
@@ -20,7 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, ServerState, StateDep
 from api.errors import ERROR_RESPONSES, error_response
 from registry.backends.local import Wanlora
-from registry.blobs.base import CHUNK
+from registry.blobs.base import CHUNK, BackgroundHash
 from registry.blobs.local import LocalStore
 from registry.domain.access import Action, Principal
 from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
@@ -89,17 +89,21 @@ async def upload(
         return error_response(413, "too_large", f"upload of {content_length:,} bytes is over the {limit:,}-byte limit")
     upload_id = "u_" + secrets.token_urlsafe(24)
     path = state.uploads / upload_id
-    digest = hashlib.sha256()
-    data_section = DataSectionHash()  # AutoV3, so that registering the upload need not read it again
+    # The file's sha256, and its data section's (AutoV3, so that registering the upload need not read it
+    # again), each on its own thread while a third writes the batch: three cores' worth, where there are.
+    digest, data_section = BackgroundHash(), BackgroundHash(digest=DataSectionHash())
     size = 0
     fh = await run_in_threadpool(open, path, "wb", 0)
     batch = bytearray()
     pending: asyncio.Future[None] | None = None  # the previous batch, hashed and written off the loop
 
     def _spill(data: bytearray) -> None:
-        digest.update(data)  # hashlib and the write release the GIL: this runs beside the receiving loop
-        data_section.update(data)
-        fh.write(data)
+        # hashlib and the write release the GIL: all of this runs beside the receiving loop. A batch is
+        # never changed once spilled (the loop starts a new one), so the hashers may keep a view of it.
+        view = memoryview(data)
+        digest.update(view, copy=False)
+        data_section.update(view, copy=False)
+        fh.write(view)
 
     try:
         async for chunk in request.stream():
@@ -117,23 +121,21 @@ async def upload(
             pending = None
         await run_in_threadpool(_spill, batch)
         await run_in_threadpool(fh.close)
+        sha = await run_in_threadpool(digest.hexdigest)
+        await run_in_threadpool(data_section.wait)
     except _TooLarge:
-        if pending is not None:
-            await asyncio.wait([pending])
-        fh.close()
-        path.unlink(missing_ok=True)
+        await _discard(pending, fh, path)
         return error_response(413, "too_large", f"upload is over the {limit:,}-byte limit", "ask for a higher limit")
     except BaseException:
-        if pending is not None:
-            await asyncio.wait([pending])
-        fh.close()
-        path.unlink(missing_ok=True)
+        await _discard(pending, fh, path)
         raise
-    sha = digest.hexdigest()
+    finally:
+        digest.close()
+        data_section.close()
     if x_content_sha256 is not None and x_content_sha256.lower() != sha:
         path.unlink(missing_ok=True)
         return error_response(400, "integrity", f"the body's sha256 is {sha}, not {x_content_sha256}", "upload again")
-    autov3 = data_section.hexdigest()
+    autov3 = data_section.hash.hexdigest()
     if autov3 is not None:  # else not safetensors: registering it is refused anyway, after its own read
         record = SourceDigests(sha, autov3, file_identity(path.stat()))
         await run_in_threadpool(digests_path(path).write_text, record.to_json())
@@ -146,6 +148,14 @@ async def upload(
 
 class _TooLarge(Exception):
     pass
+
+
+async def _discard(pending: asyncio.Future[None] | None, fh: BinaryIO, path: Path) -> None:
+    """A refused or broken upload: let the batch in flight finish, then nothing of it is kept."""
+    if pending is not None:
+        await asyncio.wait([pending])
+    fh.close()
+    path.unlink(missing_ok=True)
 
 
 def may_register(caller: Wanlora, project: str) -> bool:

@@ -93,13 +93,17 @@ class ArtifactStore(Protocol):
         ...
 
 
-class BackgroundHash:
-    """A sha256 fed from a side thread, one chunk in flight (memory stays bounded): the caller reads and
-    writes the next chunk while the last one is hashed. ``pool`` lends a thread; without one it keeps
-    its own."""
+class Updatable(Protocol):
+    def update(self, data: bytes, /) -> object: ...
 
-    def __init__(self, pool: ThreadPoolExecutor | None = None) -> None:
-        self.hash = hashlib.sha256()
+
+class BackgroundHash:
+    """A sha256 (or ``digest``, anything with ``update``) fed from a side thread, one chunk in flight
+    (memory stays bounded): the caller reads and writes the next chunk while the last one is hashed.
+    ``pool`` lends a thread; without one it keeps its own."""
+
+    def __init__(self, pool: ThreadPoolExecutor | None = None, *, digest: Updatable | None = None) -> None:
+        self.hash: Any = hashlib.sha256() if digest is None else digest
         self._own = pool is None
         self._pool = pool or ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-hash")
         self._pending: Future[None] | None = None
@@ -260,12 +264,18 @@ def _hash_range(fd: int, digest: Any, view: memoryview, start: int, end: int) ->
     return position
 
 
-def copy_hashed(src: int, dst: int, size: int, progress: Callable[[int], None] | None = None) -> tuple[str, int]:
+def copy_hashed(
+    src: int, dst: int, size: int, progress: Callable[[int], None] | None = None, *, early_writeback: bool = False
+) -> tuple[str, int]:
     """``copy_in_kernel``, and the sha256 and length of what landed in ``dst``: each step is read back
     from ``dst`` and hashed on a side thread while the kernel copies the next, so verifying the copy
-    costs little more than hashing it."""
+    costs little more than hashing it. ``early_writeback``: the caller fsyncs ``dst`` next, so each
+    step is handed to the disk as it lands (``registry.blobs.writeback``)."""
+    from registry.blobs.writeback import Writeback
+
     digest, view = hashlib.sha256(), memoryview(bytearray(CHUNK))
     hashed = 0
+    writeback = Writeback(dst) if early_writeback else None  # copy_in_kernel writes dst from its start
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-verify") as pool:
         pending: Future[int] | None = None
 
@@ -275,6 +285,8 @@ def copy_hashed(src: int, dst: int, size: int, progress: Callable[[int], None] |
                 raise IntegrityError("the copy is shorter than what was copied into it", hint="run it again")
             pending = pool.submit(_hash_range, dst, digest, view, hashed, done)
             hashed = done
+            if writeback is not None:
+                writeback.landed(done)
             if progress:
                 progress(done)
 
@@ -320,15 +332,20 @@ class RecentlyVerified:
         self._lock = threading.Lock()
         self._seen: dict[str, tuple[object, float]] = {}
 
-    def remember(self, sha256: str, identity: object) -> None:
-        """Bytes this process just wrote and hashed: sound as they are."""
+    def remember(self, sha256: str, identity: object, *, age: float = 0.0) -> None:
+        """Bytes hashed ``age`` seconds ago (this process just wrote and hashed them, by default):
+        sound as they are."""
         with self._lock:
-            self._seen[sha256] = (identity, time.monotonic())
+            self._seen[sha256] = (identity, time.monotonic() - age)
 
-    def check(self, store: ArtifactSource, sha256: str, identity: object) -> None:
+    def fresh(self, sha256: str, identity: object) -> bool:
+        """Whether these bytes, as they are, were hashed within the window."""
         with self._lock:
             hit = self._seen.get(sha256)
-        if hit is not None and hit[0] == identity and time.monotonic() - hit[1] < self.reverify_seconds:
+        return hit is not None and hit[0] == identity and time.monotonic() - hit[1] < self.reverify_seconds
+
+    def check(self, store: ArtifactSource, sha256: str, identity: object) -> None:
+        if self.fresh(sha256, identity):
             return
         problem = verify_stored(store, sha256)
         if problem is not None:
