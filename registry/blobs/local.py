@@ -4,15 +4,27 @@ files renamed into place."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-from registry.blobs.base import BackgroundHash, RecentlyVerified, VerifyingReader, check_digest, copy_range, fsync_dir
+from registry.blobs.base import (
+    ArtifactSource,
+    BackgroundHash,
+    RecentlyVerified,
+    VerifyingReader,
+    check_digest,
+    copy_range,
+    fsync_dir,
+)
+from registry.blobs.writeback import Writeback
 from registry.domain.errors import NotFound
 
 __all__ = ["LocalStore"]
@@ -25,27 +37,56 @@ class _LocalWriter:
         self._tmp = Path(name)
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._hash = BackgroundHash()  # hashed on a side thread while the caller reads the next chunk
+        self._copier: ThreadPoolExecutor | None = None  # the kernel copies of copy_from, one in flight
+        self._copying: Future[None] | None = None
+        self._writeback = Writeback(self._fh.fileno())  # on disk as it lands: the fsync at commit is short
         self._size = 0
         self._done = False
 
     def write(self, data: bytes | memoryview) -> None:
+        self.settle()
         self._hash.update(data)
         view = memoryview(data)
         while view:
             written = self._fh.write(view)
             view = view[written:]
         self._size += len(data)
+        self._writeback.landed(self._size)
 
     def copy_from(self, fd: int, offset: int, data: memoryview) -> None:
         """Append the bytes of ``fd`` at ``offset`` that the caller read as ``data`` (and leaves alone
         until its next call): the store hashes ``data`` and the kernel copies the range, so the bytes do
-        not pass through Python a second time. The caller keeps ``fd`` unchanged meanwhile (ingest
-        checks the source's identity after its last read)."""
+        not pass through Python a second time. Both run on side threads while the caller reads and
+        checks the next range. The caller keeps ``fd`` open and unchanged until ``settle`` returns
+        (ingest checks the source's identity after it)."""
+        self.settle()
         self._hash.update(data, copy=False)
-        copy_range(fd, offset, len(data), self._fh.fileno(), data)
+        if self._copier is None:
+            self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-copy")
         self._size += len(data)
+        self._copying = self._copier.submit(self._copy, fd, offset, data, self._size)
+
+    def _copy(self, fd: int, offset: int, data: memoryview, end: int) -> None:
+        copy_range(fd, offset, len(data), self._fh.fileno(), data)
+        self._writeback.landed(end)
+
+    def settle(self) -> None:
+        """Wait for the copy in flight: after this, nothing reads a ``copy_from`` source (appends go in
+        order, one at a time, so every write waits for it too)."""
+        if self._copying is not None:
+            copying, self._copying = self._copying, None
+            copying.result()
+
+    def _stop_copier(self) -> None:
+        try:
+            self.settle()
+        finally:
+            if self._copier is not None:
+                self._copier.shutdown(wait=True)
+                self._copier = None
 
     def commit(self) -> tuple[str, int, bool]:
+        self._stop_copier()
         self._fh.flush()
         os.fsync(self._fh.fileno())
         self._fh.close()
@@ -68,10 +109,58 @@ class _LocalWriter:
 
     def abort(self) -> None:
         if not self._done:
+            with contextlib.suppress(Exception):  # the failure being handled was raised where it happened
+                self._stop_copier()
             self._hash.close()
             self._fh.close()
             self._tmp.unlink(missing_ok=True)
             self._done = True
+
+
+class _HostVerified(RecentlyVerified):
+    """``RecentlyVerified`` shared by the processes of one host (the server's workers, the CLI): each
+    hash of a stored file is recorded beside the store (``verified/<sha256>``: the file's identity and
+    when), so that another process does not hash the same unchanged file again within the window (a
+    server's second worker would otherwise hash a file just registered through the first before it
+    serves it). The identity holds the inode and the change time, which no write leaves as it was:
+    a record vouches only for the very bytes that were hashed, and a record that is missing, unreadable
+    or of another identity means the file is hashed again."""
+
+    def __init__(self, folder: Path, reverify_seconds: float) -> None:
+        super().__init__(reverify_seconds)
+        self.folder = folder
+        folder.mkdir(exist_ok=True)
+
+    def remember(self, sha256: str, identity: object, *, age: float = 0.0) -> None:
+        super().remember(sha256, identity, age=age)
+        if age:
+            return  # adopted from a record: it is there already
+        tmp = self.folder / f".{sha256}.{os.getpid()}.{threading.get_ident()}"
+        try:
+            tmp.write_text(json.dumps({"identity": list(identity), "at": time.time()}))  # type: ignore[call-overload]
+            os.replace(tmp, self.folder / sha256)
+        except (OSError, TypeError):
+            tmp.unlink(missing_ok=True)  # only a cache: without it, the next process hashes the file again
+
+    def check(self, store: ArtifactSource, sha256: str, identity: object) -> None:
+        if not self.fresh(sha256, identity):
+            age = self._recorded_age(sha256, identity)
+            if age is not None:
+                super().remember(sha256, identity, age=age)
+        super().check(store, sha256, identity)
+
+    def _recorded_age(self, sha256: str, identity: object) -> float | None:
+        try:
+            with open(self.folder / sha256, "rb") as fh:
+                raw = json.loads(fh.read(4096))
+            recorded, at = tuple(raw["identity"]), float(raw["at"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        age = time.time() - at
+        return age if recorded == identity and 0 < age < self.reverify_seconds else None
+
+    def forget(self, sha256: str) -> None:
+        (self.folder / sha256).unlink(missing_ok=True)
 
 
 _HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64] or "host"
@@ -102,7 +191,7 @@ class LocalStore:
         self.url = f"file://{root}"
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._verified = RecentlyVerified(self.REVERIFY_SECONDS)
+        self._verified = _HostVerified(root / "verified", self.REVERIFY_SECONDS)
         (root / "sha256").mkdir(exist_ok=True)
         self._sweep_stale_tmp()
 
@@ -137,6 +226,7 @@ class LocalStore:
         aside.mkdir(exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.path(sha256), aside / f"{sha256}.{int(time.time())}")
+        self._verified.forget(sha256)
 
     def path(self, sha256: str) -> Path:
         check_digest(sha256)
@@ -187,3 +277,4 @@ class LocalStore:
 
     def delete(self, sha256: str) -> None:
         self.path(sha256).unlink(missing_ok=True)
+        self._verified.forget(sha256)

@@ -10,6 +10,7 @@ metadata they came in). Memory stays at a few chunks whatever the file size.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
@@ -27,7 +28,7 @@ from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
 from registry.domain.wan import BaseModel
 from registry.files.modules import ModuleInfo, Row, adapter_config, module_info
 from registry.files.safetensors_io import Header, TensorInfo, build_header, has_nonfinite, read_header, refuse_pickle
-from registry.files.source_digests import DataSectionHash, SourceDigests, file_identity
+from registry.files.source_digests import EarlyHash, SourceDigests, early_digests, file_identity, hash_source
 
 __all__ = ["IngestedFile", "Inspection", "ModuleInfo", "ingest_lora", "inspect_lora"]
 
@@ -174,18 +175,17 @@ def _unchanged(ins: Inspection, fd: int) -> None:
         )
 
 
-def _hash_file(path: Path, stop: threading.Event) -> tuple[str, str]:
-    """The file's sha256, and its data section's (after the header: Civitai's AutoV3), in one read."""
-    whole, data = hashlib.sha256(), DataSectionHash()
-    buffer = memoryview(bytearray(CHUNK))  # one buffer, read into again and again: no allocation per chunk
-    with open(path, "rb", buffering=0) as fh:
-        while not stop.is_set():
-            n = fh.readinto(buffer)
-            if not n:
-                return whole.hexdigest(), data.hexdigest() or ""
-            whole.update(buffer[:n])
-            data.update(buffer[:n])
-    return "", ""
+def _source_digests(
+    ins: Inspection, known: SourceDigests | None, early: EarlyHash | None, stop: threading.Event
+) -> tuple[str, str]:
+    """The source's sha256 and AutoV3: as its upload or an early read worked them out, when that was
+    this very file (same identity), else read and hashed now."""
+    if early is not None:
+        early.done.wait()
+        known = early.digests
+    if known is not None and ins.identity and known.identity == ins.identity:
+        return known.sha256, known.autov3
+    return hash_source(ins.path, stop)
 
 
 def _nbytes(row: Row) -> int:
@@ -271,11 +271,7 @@ def ingest_lora(
     ``source_digests`` of this very file (same identity), its own sha256 and AutoV3 are not worked out
     again."""
     ins = inspection or inspect_lora(path, base)
-    known = (
-        source_digests
-        if source_digests is not None and ins.identity and source_digests.identity == ins.identity
-        else None
-    )
+    early = early_digests(ins.path) if source_digests is None else None
     layout = ins.canonical_layout()
     metadata = dict(ins.metadata)
     metadata["wanlora.format"] = CANONICAL_FORMAT
@@ -289,11 +285,7 @@ def ingest_lora(
     stop = threading.Event()
     writer = store.writer()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wanlora-ingest") as pool:
-        source_digest = (
-            pool.submit(lambda: (known.sha256, known.autov3))
-            if known is not None
-            else pool.submit(_hash_file, ins.path, stop)
-        )
+        source_digest = pool.submit(_source_digests, ins, source_digests, early, stop)
         payload = BackgroundHash(pool)
         try:
             payload.update(payload_header)
@@ -302,6 +294,7 @@ def ingest_lora(
             # A tensor stored as it is (most of a file) is read once, into reused buffers, and copied
             # by the kernel where the store can take that (the local one); rescaled ones are written.
             copy_from = getattr(writer, "copy_from", None)
+            settle = getattr(writer, "settle", lambda: None)
             steps = _Steps(ins, fd)
             try:
                 for row in layout:
@@ -320,10 +313,13 @@ def ingest_lora(
                             done += len(chunk) if row.scale is None else len(chunk) * row.src.nbytes // _nbytes(row)
                             if progress:
                                 progress(done, total)
+                settle()  # the store's copies read the source: they end before it is checked
                 payload_sha = payload.hexdigest()
                 source_sha, source_autov3 = source_digest.result()
                 _unchanged(ins, fd)  # after every read of it: the digests are of one file, or nothing is kept
             finally:
+                with contextlib.suppress(Exception):  # a copy in flight after a failure: its error is moot
+                    settle()
                 os.close(fd)
             sha, size, created = writer.commit()
         except BaseException:
@@ -385,7 +381,7 @@ def file_digests(path: Path) -> FileDigests:
         ingested = ingest_lora(path, _Discard())
     except InvalidFile as exc:
         data_offset = _data_offset(path)
-        whole, data = _hash_file(path, threading.Event())
+        whole, data = hash_source(path)
         return FileDigests(whole, data if data_offset else None, None, exc.message)
     return FileDigests(ingested.source_sha256, ingested.source_autov3, ingested.payload_sha256)
 

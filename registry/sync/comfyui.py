@@ -32,6 +32,7 @@ from registry.blobs.base import (
     copy_hashed,
     fsync_dir,
 )
+from registry.blobs.writeback import Writeback
 from registry.domain.digests import file_sha256
 from registry.domain.errors import IntegrityError, InvalidInput
 from registry.domain.schemas import SyncTarget, check_name, parse_semver
@@ -104,18 +105,20 @@ def copy_verified(store: ArtifactSource, want: Wanted, dest: Path, progress: Pro
                 # A local store: the kernel copies the file, and what landed in the ComfyUI folder is
                 # what gets hashed, so a bad copy and a corrupt stored file are both caught.
                 report = (lambda n: progress(want.relpath, n, want.size)) if progress else None
-                landed = copy_hashed(local, out.fileno(), os.fstat(local).st_size, report)
+                landed = copy_hashed(local, out.fileno(), os.fstat(local).st_size, report, early_writeback=True)
                 os.fsync(out.fileno())
                 src.check(*landed)
             else:
                 # A verifying reader hashes what it hands out and raises at its end on a mismatch: one
                 # hash of the bytes, not two. Any other source is hashed here.
                 digest = None if isinstance(src, VerifyingReader) and src.sha256 == want.sha256 else hashlib.sha256()
+                writeback = Writeback(out.fileno())
                 while chunk := src.read(CHUNK):
                     if digest is not None:
                         digest.update(chunk)
                     out.write(chunk)
                     done += len(chunk)
+                    writeback.landed(done)
                     if progress:
                         progress(want.relpath, done, want.size)
                 os.fsync(out.fileno())
