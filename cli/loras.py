@@ -18,6 +18,7 @@ from cli.app import (
     exact_ref,
     parse_scores,
     project_of,
+    settings,
 )
 from registry.domain.wan import BASE_MODELS
 
@@ -87,6 +88,11 @@ def register(
     """
     from registry.domain.register import RegisterRequest
 
+    if not settings().server:
+        # the embedded registry: its files are hashed on the other core while it loads
+        from registry.files.source_digests import hash_early
+
+        hash_early([file, low_noise])
     with backend() as wl:
         req = RegisterRequest(
             project=project_of(wl, project),

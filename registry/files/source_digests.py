@@ -1,19 +1,30 @@
 """What is known of a source file's bytes before ingest reads them: its sha256 and AutoV3 (the data
-section's sha256), worked out while the file was being written (the server's upload), and the file
-identity that says whether it is still that file."""
+section's sha256), worked out while the file was being written (the server's upload) or on a side
+thread while the registry was still loading (the CLI's register), and the file identity that says
+whether it is still that file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from registry.blobs.base import check_digest
+from registry.blobs.base import CHUNK, check_digest
 from registry.domain.errors import InvalidInput
 
-__all__ = ["DataSectionHash", "SourceDigests", "file_identity"]
+__all__ = [
+    "DataSectionHash",
+    "EarlyHash",
+    "SourceDigests",
+    "early_digests",
+    "file_identity",
+    "hash_early",
+    "hash_source",
+]
 
 
 def file_identity(st: os.stat_result) -> tuple[int, ...]:
@@ -68,3 +79,69 @@ class DataSectionHash:
     def hexdigest(self) -> str | None:
         """None when the file is too short to say where its data starts."""
         return self.hash.hexdigest() if self._offset is not None and self._position >= self._offset else None
+
+
+def hash_source(path: Path, stop: threading.Event | None = None) -> tuple[str, str]:
+    """The file's sha256, and its data section's (after the header: Civitai's AutoV3), in one read;
+    ``("", "")`` once ``stop`` is set."""
+    whole, data = hashlib.sha256(), DataSectionHash()
+    buffer = memoryview(bytearray(CHUNK))  # one buffer, read into again and again: no allocation per chunk
+    with open(path, "rb", buffering=0) as fh:
+        while stop is None or not stop.is_set():
+            n = fh.readinto(buffer)
+            if not n:
+                return whole.hexdigest(), data.hexdigest() or ""
+            whole.update(buffer[:n])
+            data.update(buffer[:n])
+    return "", ""
+
+
+class EarlyHash:
+    """One file hashed on a side thread: its digests, with its identity before and after the read."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done = threading.Event()
+        self.digests: SourceDigests | None = None
+
+    def run(self) -> None:
+        try:
+            before = file_identity(os.stat(self.path))
+            sha256, autov3 = hash_source(self.path)
+            if file_identity(os.stat(self.path)) == before and autov3:  # one file throughout, and safetensors
+                self.digests = SourceDigests(sha256, autov3, before)
+        except OSError:
+            pass  # not readable now: ingest reads it itself and reports what is wrong
+        finally:
+            self.done.set()
+
+
+_EARLY: dict[Path, EarlyHash] = {}
+_EARLY_LOCK = threading.Lock()
+
+
+def hash_early(paths: Iterable[Path | None]) -> None:
+    """Start hashing these files (one after the other) on a side thread, for ``ingest_lora`` of this
+    process to use: the CLI's register starts it before it loads the registry, whose imports hold one
+    core for a third of a second while this takes the other. A daemon thread: a command that fails
+    first does not wait for it."""
+    todo = []
+    with _EARLY_LOCK:
+        for path in paths:
+            if path is not None and (key := Path(path).absolute()) not in _EARLY:
+                _EARLY[key] = early = EarlyHash(key)
+                todo.append(early)
+    if todo:
+
+        def run_all() -> None:
+            for early in todo:
+                early.run()
+
+        threading.Thread(target=run_all, name="wanlora-early-hash", daemon=True).start()
+
+
+def early_digests(path: Path) -> EarlyHash | None:
+    """The early hashing of ``path`` that ``hash_early`` started in this process, or None. Its
+    ``digests`` (once ``done`` is set) are usable only while the file still has their identity."""
+    with _EARLY_LOCK:
+        return _EARLY.get(Path(path).absolute())
