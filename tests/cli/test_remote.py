@@ -233,3 +233,13 @@ def test_a_trial_candidate_reaches_only_the_hosts_in_its_share(
         manifest = json.loads((root / "models/loras/wanlora/.wanlora-manifest.json").read_text())
         assert {e["version"] for e in manifest["files"].values()} == {version}, host
     assert "PermissionDenied" in run("trial", "status", "cand", "-p", "studio", code=1)  # details are not production's
+
+
+def test_register_through_a_server_does_not_hash_the_file_early(server: tuple[str, str], tmp_path: Path) -> None:
+    """The client hashes what it sends while it sends it; the early hash is the embedded registry's."""
+    from registry.files.source_digests import early_digests
+
+    src = make(tmp_path, "early", seed=5)
+    run("register", str(src), "--lora", "e", "-p", "p", "--category", "style", "--base-model", SINGLE,
+        "--version", "1.0.0", "-m", "x", "-q")  # fmt: skip
+    assert early_digests(src) is None
