@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -106,7 +107,10 @@ class EarlyHash:
 
     def run(self) -> None:
         try:
-            before = file_identity(os.stat(self.path))
+            st = os.stat(self.path)
+            if not stat.S_ISREG(st.st_mode):
+                return  # a device or a pipe is refused by inspection; reading it here could never end
+            before = file_identity(st)
             sha256, autov3 = hash_source(self.path)
             if file_identity(os.stat(self.path)) == before and autov3:  # one file throughout, and safetensors
                 self.digests = SourceDigests(sha256, autov3, before)

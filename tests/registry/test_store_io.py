@@ -152,6 +152,15 @@ def test_a_file_that_changes_while_it_is_hashed_early_gets_no_early_digests(
     assert early is not None and early.digests is None
 
 
+def test_no_early_read_of_what_is_not_a_regular_file(tmp_path: Path) -> None:
+    """/dev/zero would never end, a pipe would block: only regular files are read early."""
+    os.mkfifo(tmp_path / "pipe")
+    hash_early([Path("/dev/zero"), tmp_path / "pipe", tmp_path / "missing.safetensors"])
+    for path in (Path("/dev/zero"), tmp_path / "pipe", tmp_path / "missing.safetensors"):
+        early = early_digests(path)
+        assert early is not None and early.done.wait(5) and early.digests is None
+
+
 def test_the_cli_register_hashes_its_file_early_on_the_embedded_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
