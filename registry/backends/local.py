@@ -98,7 +98,9 @@ class Wanlora:
     def from_settings(cls, settings: Settings) -> Wanlora:
         return cls(
             db=Database(settings.resolved_database_url),
-            store=open_store(settings.resolved_storage_url, **settings.s3_options()),
+            store=open_store(
+                settings.resolved_storage_url, verified_dir=settings.home_dir / "verified", **settings.s3_options()
+            ),
             actor=settings.user,
             default_project=settings.project,
             policy=load_policy(settings.resolved_policy_file),

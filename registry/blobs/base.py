@@ -338,6 +338,11 @@ class RecentlyVerified:
         with self._lock:
             self._seen[sha256] = (identity, time.monotonic() - age)
 
+    def forget(self, sha256: str) -> None:
+        """The artifact is gone or taken out of service: its next check hashes whatever is there."""
+        with self._lock:
+            self._seen.pop(sha256, None)
+
     def fresh(self, sha256: str, identity: object) -> bool:
         """Whether these bytes, as they are, were hashed within the window."""
         with self._lock:

@@ -13,12 +13,13 @@ from registry.domain.errors import InvalidInput
 __all__ = ["open_store"]
 
 
-def open_store(url: str, **s3_options: Any) -> ArtifactStore:
-    """The store for a URL: ``file:///path`` (or a bare path) or ``s3://bucket/prefix`` (which alone
-    takes ``s3_options``: endpoint_url, region, presign)."""
+def open_store(url: str, *, verified_dir: Path | None = None, **s3_options: Any) -> ArtifactStore:
+    """The store for a URL: ``file:///path`` (or a bare path; ``verified_dir`` is where the host's
+    processes share their hashes of its files) or ``s3://bucket/prefix`` (which alone takes
+    ``s3_options``: endpoint_url, region, presign)."""
     parsed = urlparse(url)
     if parsed.scheme in ("", "file"):
-        return LocalStore(Path(parsed.path if parsed.scheme else url).expanduser())
+        return LocalStore(Path(parsed.path if parsed.scheme else url).expanduser(), verified_dir=verified_dir)
     if parsed.scheme == "s3":
         try:
             from registry.blobs.s3 import S3Store

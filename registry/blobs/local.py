@@ -119,8 +119,8 @@ class _LocalWriter:
 
 class _HostVerified(RecentlyVerified):
     """``RecentlyVerified`` shared by the processes of one host (the server's workers, the CLI): each
-    hash of a stored file is recorded beside the store (``verified/<sha256>``: the file's identity and
-    when), so that another process does not hash the same unchanged file again within the window (a
+    hash of a stored file is recorded in the host's folder (``verified/<sha256>``: the file's identity
+    and when), so that another process does not hash the same unchanged file again within the window (a
     server's second worker would otherwise hash a file just registered through the first before it
     serves it). The identity holds the inode and the change time, which no write leaves as it was:
     a record vouches only for the very bytes that were hashed, and a record that is missing, unreadable
@@ -129,7 +129,7 @@ class _HostVerified(RecentlyVerified):
     def __init__(self, folder: Path, reverify_seconds: float) -> None:
         super().__init__(reverify_seconds)
         self.folder = folder
-        folder.mkdir(exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
 
     def remember(self, sha256: str, identity: object, *, age: float = 0.0) -> None:
         super().remember(sha256, identity, age=age)
@@ -160,6 +160,7 @@ class _HostVerified(RecentlyVerified):
         return age if recorded == identity and 0 < age < self.reverify_seconds else None
 
     def forget(self, sha256: str) -> None:
+        super().forget(sha256)
         (self.folder / sha256).unlink(missing_ok=True)
 
 
@@ -186,12 +187,20 @@ class LocalStore:
     STALE_TMP_SECONDS = 3600
     REVERIFY_SECONDS = 600.0  # an unchanged file served again is re-hashed at most this often
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, verified_dir: Path | None = None) -> None:
+        """``verified_dir``: where this host's processes share the hashes they made of stored files
+        (``$WANLORA_HOME/verified``, the host's own folder, never the store: whoever may write into a
+        shared store folder must not be able to write a record that vouches for bytes they changed).
+        Without it, each process hashes a file before it first serves it."""
         self.root = root
         self.url = f"file://{root}"
         self.tmp_dir = root / "tmp"
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self._verified = _HostVerified(root / "verified", self.REVERIFY_SECONDS)
+        self._verified: RecentlyVerified = (
+            _HostVerified(verified_dir, self.REVERIFY_SECONDS)
+            if verified_dir is not None
+            else RecentlyVerified(self.REVERIFY_SECONDS)
+        )
         (root / "sha256").mkdir(exist_ok=True)
         self._sweep_stale_tmp()
 

@@ -1,7 +1,7 @@
 """The local store's I/O shortcuts, each held to what it may skip: early writeback (bytes intact, ranges
 handed to the disk as they land), hashing a source before the registry has loaded (used only for the
-very file it hashed), and a hash of a stored file shared by the processes of one host (never for bytes
-that changed since)."""
+very file it hashed), and a hash of a stored file shared by the processes of one host (kept in the
+host's folder, never the store; never for bytes that changed since)."""
 
 from __future__ import annotations
 
@@ -201,40 +201,61 @@ def _stored(store: LocalStore, data: bytes) -> str:
     return w.commit()[0]
 
 
+def _host_store(tmp_path: Path) -> LocalStore:
+    """A store as a host's process opens it: the shared hashes in the host's folder, not the store."""
+    return LocalStore(tmp_path / "store", verified_dir=tmp_path / "home/verified")
+
+
 def test_another_process_trusts_a_recent_hash_of_the_same_bytes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    sha = _stored(LocalStore(tmp_path / "store"), b"weights" * 1000)
+    sha = _stored(_host_store(tmp_path), b"weights" * 1000)
+    assert not (tmp_path / "store/verified").exists()  # nothing of it in the store folder
     hashed = _counting(monkeypatch)
-    other = LocalStore(tmp_path / "store")  # a second server worker, or a CLI process
+    other = _host_store(tmp_path)  # a second server worker, or a CLI process
     other.check(sha)
     assert hashed == []
     other.check(sha)
     assert hashed == []
+    LocalStore(tmp_path / "store").check(sha)  # a store opened without the host's folder hashes for itself
+    assert hashed == [sha]
+
+
+def test_the_embedded_backend_keeps_the_shared_hashes_in_its_home(tmp_path: Path) -> None:
+    from registry.backends.local import Wanlora
+    from registry.settings import Settings
+
+    wl = Wanlora.from_settings(Settings(home=tmp_path / "home", storage_url=str(tmp_path / "shared-store")))
+    try:
+        sha = _stored(wl.store, b"weights" * 1000)  # type: ignore[arg-type]
+    finally:
+        wl.close()
+    assert (tmp_path / "home/verified" / sha).is_file()
+    assert not (tmp_path / "shared-store/verified").exists()
 
 
 def test_a_recorded_hash_never_vouches_for_changed_bytes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = LocalStore(tmp_path / "store")
+    store = _host_store(tmp_path)
     sha = _stored(store, b"weights" * 1000)
     path = store.path(sha)
     os.chmod(path, 0o644)
     path.write_bytes(b"WEIGHTS" * 1000)  # same size, new bytes: the change time moves
     hashed = _counting(monkeypatch)
     with pytest.raises(IntegrityError):
-        LocalStore(tmp_path / "store").check(sha)
+        _host_store(tmp_path).check(sha)
     assert hashed == [sha]
 
 
 def test_a_damaged_or_foreign_record_means_hashing_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    store = LocalStore(tmp_path / "store")
+    store = _host_store(tmp_path)
     sha = _stored(store, b"weights" * 1000)
-    record = tmp_path / "store/verified" / sha
+    record = tmp_path / "home/verified" / sha
     hashed = _counting(monkeypatch)
     for text in ("not json", '{"identity": [1, 2, 3, 4], "at": 1e18}', '{"identity": "x"}', "[]"):
         record.write_text(text)
-        LocalStore(tmp_path / "store").check(sha)
+        _host_store(tmp_path).check(sha)
     assert hashed == [sha] * 4
-    LocalStore(tmp_path / "store").check(sha)  # the last hash was recorded again, soundly
+    _host_store(tmp_path).check(sha)  # the last hash was recorded again, soundly
     assert hashed == [sha] * 4
     store.delete(sha)
     assert not record.exists()
