@@ -157,7 +157,7 @@ class _HostVerified(RecentlyVerified):
         except (OSError, ValueError, KeyError, TypeError):
             return None
         age = time.time() - at
-        return age if recorded == identity and 0 < age < self.reverify_seconds else None
+        return age if recorded == identity and 0 <= age < self.reverify_seconds else None
 
     def forget(self, sha256: str) -> None:
         super().forget(sha256)

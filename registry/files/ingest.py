@@ -181,7 +181,9 @@ def _source_digests(
     """The source's sha256 and AutoV3: as its upload or an early read worked them out, when that was
     this very file (same identity), else read and hashed now."""
     if early is not None:
-        early.done.wait()
+        while not early.done.wait(0.05):
+            if stop.is_set():  # ingest failed: its error is not held up by the early read
+                return "", ""
         known = early.digests
     if known is not None and ins.identity and known.identity == ins.identity:
         return known.sha256, known.autov3

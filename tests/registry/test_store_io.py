@@ -259,3 +259,33 @@ def test_a_damaged_or_foreign_record_means_hashing_again(tmp_path: Path, monkeyp
     assert hashed == [sha] * 4
     store.delete(sha)
     assert not record.exists()
+
+
+def test_a_refused_file_is_not_held_up_by_its_early_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ingest that fails (here: NaN weights) raises at once, even while the early read is still going."""
+    from registry.domain.errors import InvalidFile
+    from registry.files.safetensors_io import read_header
+
+    src = synth_lora(tmp_path / "nan.safetensors", seed=1)
+    with open(src, "rb") as fh:
+        header = read_header(fh, src.stat().st_size, name=src.name)
+    weight = next(t for t in header.tensors if t.name.endswith("lora_up.weight") and t.dtype == "F16")
+    data = bytearray(src.read_bytes())
+    at = header.data_offset + weight.start
+    data[at : at + 2] = b"\x00\x7e"  # its first value becomes a NaN
+    src.write_bytes(bytes(data))
+    release, returned = threading.Event(), threading.Event()
+
+    def slow(path: Path, stop: threading.Event | None = None) -> tuple[str, str]:
+        release.wait(10)
+        returned.set()
+        return "", ""
+
+    monkeypatch.setattr("registry.files.source_digests.hash_source", slow)
+    hash_early([src])
+    try:
+        with pytest.raises(InvalidFile, match="NaN"):
+            ingest_lora(src, LocalStore(tmp_path / "store"))
+        assert not returned.is_set()  # the refusal came while the early read was still going
+    finally:
+        release.set()
