@@ -69,6 +69,9 @@ class Database:
                 )
                 _sqlite_setup(self.engine)
             elif parsed.get_backend_name() == "postgresql":
+                from registry.db.tables import postgresql_partials
+
+                postgresql_partials()
                 self.engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
             else:
                 raise InvalidInput(f"wanlora does not support {parsed.get_backend_name()} databases", hint=_URL_HINT)

@@ -68,18 +68,32 @@ class Lora(SQLModel, table=True):
     created_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
+# Partial unique indexes (one current version per LoRA, one running trial per LoRA). Their WHERE for
+# PostgreSQL is attached by ``postgresql_partials()`` when a PostgreSQL database is opened: spelled in
+# the table arguments, it would load SQLAlchemy's PostgreSQL dialect (~25 ms) in every SQLite process.
+_PARTIAL_WHERE: dict[str, str] = {}
+
+
+def _partial_unique(name: str, column: str, where: str) -> Index:
+    _PARTIAL_WHERE[name] = where
+    return Index(name, column, unique=True, sqlite_where=text(where))
+
+
+def postgresql_partials() -> None:
+    """Give the partial unique indexes their WHERE on PostgreSQL too (idempotent)."""
+    for table in SQLModel.metadata.tables.values():
+        for index in table.indexes:
+            where = _PARTIAL_WHERE.get(index.name or "")
+            if where is not None and index.dialect_kwargs.get("postgresql_where") is None:
+                index.dialect_kwargs["postgresql_where"] = text(where)
+
+
 class Version(SQLModel, table=True):
     __tablename__ = "versions"
     __table_args__ = (
         UniqueConstraint("lora_id", "version", name="uq_versions_lora_version"),
         CheckConstraint(_in("status", Status), name="ck_versions_status"),
-        Index(
-            "uq_versions_one_current",
-            "lora_id",
-            unique=True,
-            sqlite_where=text("status = 'current'"),
-            postgresql_where=text("status = 'current'"),
-        ),
+        _partial_unique("uq_versions_one_current", "lora_id", "status = 'current'"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -291,13 +305,7 @@ class Trial(SQLModel, table=True):
     __table_args__ = (
         CheckConstraint("status IN ('running', 'passed', 'aborted', 'stopped')", name="ck_trials_status"),
         CheckConstraint("share >= 1 AND share <= 50", name="ck_trials_share"),
-        Index(
-            "uq_trials_one_running",
-            "lora_id",
-            unique=True,
-            sqlite_where=text("status = 'running'"),
-            postgresql_where=text("status = 'running'"),
-        ),
+        _partial_unique("uq_trials_one_running", "lora_id", "status = 'running'"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

@@ -103,7 +103,8 @@ def test_the_probe_sees_what_a_database_command_loads(tmp_path: object, monkeypa
 
 def test_a_database_command_loads_only_what_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No migration scripts (alembic) on a current database, no webhook sender (httpx) when nothing is
-    queued, no tensor maths (numpy) and no services the command does not run."""
+    queued, no tensor maths (numpy), no PostgreSQL dialect on SQLite and no services the command does
+    not run."""
     monkeypatch.setenv("WANLORA_HOME", str(tmp_path))
     for name in ("WANLORA_DATABASE_URL", "WANLORA_SERVER", "WANLORA_TOKEN"):
         monkeypatch.delenv(name, raising=False)
@@ -116,6 +117,8 @@ def test_a_database_command_loads_only_what_it_runs(tmp_path: Path, monkeypatch:
             "httpx",
             "numpy",
             "pygments",
+            "sqlalchemy.dialects.postgresql",
+            "psycopg",
             "registry.services.evaluation",
             "registry.services.accounts",
         )

@@ -55,3 +55,25 @@ def test_older_revision_names_the_upgrade_command(db: Database) -> None:
 def test_upgrade_is_idempotent(db: Database) -> None:
     before, after = db.upgrade()
     assert before == after == db.head_revision()
+
+
+def test_the_partial_unique_indexes_are_partial_on_each_database(db: Database) -> None:
+    """One current version and one running trial per LoRA: unique only among the rows in that state, on
+    SQLite and on PostgreSQL alike (the latter's WHERE is attached to the models when it is opened)."""
+    from registry.db.tables import Trial, Version
+
+    query = (
+        "SELECT indexdef FROM pg_indexes WHERE indexname = :name"
+        if not db.is_sqlite
+        else "SELECT sql FROM sqlite_master WHERE type = 'index' AND name = :name"
+    )
+    for model, name, state in (
+        (Version, "uq_versions_one_current", "current"),
+        (Trial, "uq_trials_one_running", "running"),
+    ):
+        with db.engine.connect() as conn:
+            ddl = conn.execute(text(query), {"name": name}).scalar_one()
+        assert "UNIQUE" in ddl.upper() and "WHERE" in ddl.upper() and state in ddl, ddl
+        index = next(i for i in model.__table__.indexes if i.name == name)  # type: ignore[attr-defined]
+        dialect = "sqlite" if db.is_sqlite else "postgresql"
+        assert state in str(index.dialect_kwargs[f"{dialect}_where"])
