@@ -133,11 +133,10 @@ class _HostVerified(RecentlyVerified):
 
     def remember(self, sha256: str, identity: object, *, age: float = 0.0) -> None:
         super().remember(sha256, identity, age=age)
-        if age:
-            return  # adopted from a record: it is there already
         tmp = self.folder / f".{sha256}.{os.getpid()}.{threading.get_ident()}"
         try:
-            tmp.write_text(json.dumps({"identity": list(identity), "at": time.time()}))  # type: ignore[call-overload]
+            record = {"identity": list(identity), "at": time.time() - age}  # type: ignore[call-overload]
+            tmp.write_text(json.dumps(record))
             os.replace(tmp, self.folder / sha256)
         except (OSError, TypeError):
             tmp.unlink(missing_ok=True)  # only a cache: without it, the next process hashes the file again
@@ -146,7 +145,7 @@ class _HostVerified(RecentlyVerified):
         if not self.fresh(sha256, identity):
             age = self._recorded_age(sha256, identity)
             if age is not None:
-                super().remember(sha256, identity, age=age)
+                super().remember(sha256, identity, age=age)  # in memory only: the record is there
         super().check(store, sha256, identity)
 
     def _recorded_age(self, sha256: str, identity: object) -> float | None:

@@ -41,9 +41,9 @@ class Writeback:
     every ``STEP`` of them is handed to the disk. Advisory only: an error is ignored (the fsync that
     follows reports anything real)."""
 
-    def __init__(self, fd: int, start: int = 0) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.flushed = start
+        self.flushed = 0
         self._call = _call()
 
     def landed(self, end: int) -> None:
