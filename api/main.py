@@ -17,7 +17,8 @@ from api.cache import AuthCache, Generation
 from api.deps import LocalSignIn, ServerState
 from api.ratelimit import SignInLimiter
 from api.routes import accounts, evaluation, feed, files, loras, webhooks
-from registry.backends.local import Wanlora, sweep_uploads
+from registry.backends.local import Wanlora
+from registry.backends.uploads import sweep_uploads
 from registry.domain.accounts import TokenCreated
 from registry.services.delivery import Dispatcher
 from registry.settings import Settings

@@ -7,6 +7,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Callable
+from contextlib import suppress
 from functools import partial
 from pathlib import Path
 from typing import Annotated, BinaryIO
@@ -20,11 +21,14 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, ServerState, StateDep
 from api.errors import ERROR_RESPONSES, error_response
 from registry.backends.local import Wanlora
+from registry.backends.uploads import FollowedUpload, digests_path, ingest_path
 from registry.blobs.base import CHUNK, BackgroundHash
 from registry.blobs.local import LocalStore
 from registry.domain.access import Action, Principal
-from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound
+from registry.domain.errors import CorruptArtifact, IntegrityError, InvalidInput, NotFound, WanloraError
 from registry.domain.schemas import FileMatch, SyncTarget, check_name
+from registry.domain.wan import BASE_MODELS
+from registry.domain.wan import BaseModel as WanBase
 from registry.files.source_digests import DataSectionHash, SourceDigests, file_identity
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
@@ -42,11 +46,6 @@ class Upload(BaseModel):
     upload_id: str
     size: int
     sha256: str
-
-
-def digests_path(upload: Path) -> Path:
-    """Where the upload's digests are kept until it is registered (a dot name: never an upload id)."""
-    return upload.with_name(f".{upload.name}.digests")
 
 
 def upload_path(state: ServerState, upload_id: str) -> Path:
@@ -76,12 +75,20 @@ async def upload(
     caller: CallerDep,
     state: StateDep,
     project: Annotated[str, Query(description="The project the file will be registered in.")],
+    lora: Annotated[str | None, Query(max_length=128, description="The LoRA it will be registered as.")] = None,
+    base_model: Annotated[
+        str | None, Query(max_length=128, description="Its base model, for a LoRA not created yet.")
+    ] = None,
     x_content_sha256: Annotated[str | None, Header(description="sha256 the body must have")] = None,
     content_length: Annotated[int | None, Header()] = None,
 ) -> Response:
     """Streams to disk with a running sha256: never whole in memory. Over the limit, or with a digest
-    that does not match, the request is refused and nothing is kept."""
+    that does not match, the request is refused and nothing is kept. Where the base model is known
+    (the LoRA exists, or ``base_model`` names it) and the length is declared, the file is also
+    inspected and stored as it arrives, so that registering it afterwards need not read it again."""
     check_name(project, "project name")
+    if lora is not None:
+        check_name(lora, "LoRA name")
     if not await run_in_threadpool(may_register, caller, project):
         return error_response(403, "permission_denied", f"{caller.principal.describe()} may not upload to {project}")
     limit = state.max_upload_bytes
@@ -94,6 +101,9 @@ async def upload(
     digest, data_section = BackgroundHash(), BackgroundHash(digest=DataSectionHash())
     size = 0
     fh = await run_in_threadpool(open, path, "wb", 0)
+    follower: FollowedUpload | None = None
+    if content_length and (base := await run_in_threadpool(_upload_base, caller, project, lora, base_model)):
+        follower = FollowedUpload(caller.store, path, content_length, base)
     batch = bytearray()
     pending: asyncio.Future[None] | None = None  # the previous batch, hashed and written off the loop
 
@@ -104,6 +114,8 @@ async def upload(
         digest.update(view, copy=False)
         data_section.update(view, copy=False)
         fh.write(view)
+        if follower is not None:
+            follower.grew(len(view))
 
     try:
         async for chunk in request.stream():
@@ -124,21 +136,18 @@ async def upload(
         sha = await run_in_threadpool(digest.hexdigest)
         await run_in_threadpool(data_section.wait)
     except _TooLarge:
-        await _discard(pending, fh, path)
+        await _discard(pending, fh, path, follower)
         return error_response(413, "too_large", f"upload is over the {limit:,}-byte limit", "ask for a higher limit")
     except BaseException:
-        await _discard(pending, fh, path)
+        await _discard(pending, fh, path, follower)
         raise
     finally:
         digest.close()
         data_section.close()
     if x_content_sha256 is not None and x_content_sha256.lower() != sha:
-        path.unlink(missing_ok=True)
+        await _discard(None, fh, path, follower)
         return error_response(400, "integrity", f"the body's sha256 is {sha}, not {x_content_sha256}", "upload again")
-    autov3 = data_section.hash.hexdigest()
-    if autov3 is not None:  # else not safetensors: registering it is refused anyway, after its own read
-        record = SourceDigests(sha, autov3, file_identity(path.stat()))
-        await run_in_threadpool(digests_path(path).write_text, record.to_json())
+    await run_in_threadpool(_keep_records, path, sha, data_section.hash.hexdigest(), size, follower)
     return Response(
         Upload(upload_id=upload_id, size=size, sha256=sha).model_dump_json(),
         status_code=201,
@@ -150,12 +159,47 @@ class _TooLarge(Exception):
     pass
 
 
-async def _discard(pending: asyncio.Future[None] | None, fh: BinaryIO, path: Path) -> None:
-    """A refused or broken upload: let the batch in flight finish, then nothing of it is kept."""
+async def _discard(
+    pending: asyncio.Future[None] | None, fh: BinaryIO, path: Path, follower: FollowedUpload | None
+) -> None:
+    """A refused or broken upload: let the batch in flight finish, then nothing of it is kept (the
+    ingest following it stops within a chunk, keeping nothing: waited for here, off no thread pool,
+    so that a cancelled request still waits for it)."""
     if pending is not None:
         await asyncio.wait([pending])
+    if follower is not None:
+        follower.fail()
     fh.close()
     path.unlink(missing_ok=True)
+
+
+def _upload_base(caller: Wanlora, project: str, lora: str | None, base_model: str | None) -> WanBase | None:
+    """The base model the upload will be registered under, where the request says (None: not known yet,
+    and the file is stored when it is registered)."""
+    name = base_model
+    if lora is not None:
+        with suppress(WanloraError), caller.registry(write=False) as reg:
+            existing = reg.find_lora(project=project, name=lora)
+            name = existing.base_model if existing is not None else name
+    return BASE_MODELS.get(name or "")
+
+
+def _keep_records(path: Path, sha: str, autov3: str | None, size: int, follower: FollowedUpload | None) -> None:
+    """Beside a whole, checked upload: its digests, and what its ingest stored while it arrived."""
+    if autov3 is None:  # not safetensors: registering it is refused anyway, after its own read
+        if follower is not None:
+            follower.fail()
+        return
+    record = SourceDigests(sha, autov3, file_identity(path.stat()))
+    digests_path(path).write_text(record.to_json())
+    if follower is None:
+        return
+    if size != follower.arrival.size:
+        follower.fail()
+        return
+    stored = follower.finish(record)
+    if stored is not None:
+        ingest_path(path).write_text(stored.to_json())
 
 
 def may_register(caller: Wanlora, project: str) -> bool:

@@ -10,7 +10,8 @@ from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
-from api.routes.files import ClientQuery, digests_path, may_register, upload_path
+from api.routes.files import ClientQuery, may_register, upload_path
+from registry.backends.uploads import UploadIngest, digests_path, ingest_path
 from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.limits import MAX_PAGE
 from registry.domain.register import RegisterRequest, VersionFields
@@ -129,6 +130,7 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
     paths = [upload_path(state, upload_id) for upload_id in files]
     # what the upload hashed as it arrived; ingest uses it only while the file is the one it hashed
     known = {path: d for path in paths if (d := SourceDigests.read(digests_path(path))) is not None}
+    stored = {path: i for path in paths if (i := UploadIngest.read(ingest_path(path))) is not None}
     try:
         return caller.register_uploaded(
             RegisterRequest(
@@ -139,11 +141,13 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 **body.fields(),
             ),
             known,
+            stored,
         )
     finally:
         for path in paths:
             path.unlink(missing_ok=True)  # an upload is used once, whatever the outcome
             digests_path(path).unlink(missing_ok=True)
+            ingest_path(path).unlink(missing_ok=True)
 
 
 @router.post("/loras/{name}/versions/{version}/promote", summary="testing → current (admin)")

@@ -9,11 +9,11 @@ call created are removed again, so a refused registration leaves nothing behind.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from registry.backends.contract import Progress, SchemaStatus
+from registry.backends.uploads import UploadIngest, sweep_uploads
 from registry.blobs.base import ArtifactStore, verify_stored
 from registry.blobs.factory import open_store
 from registry.db.engine import Database
@@ -48,27 +49,9 @@ if TYPE_CHECKING:  # imported where they are used: a command loads the services 
     from registry.services.sessions import SessionService
     from registry.services.webhooks import WebhookService
 
-__all__ = ["Wanlora", "sweep_uploads"]
+__all__ = ["Wanlora"]
 
 log = logging.getLogger("wanlora.integrity")
-
-STALE_UPLOAD_SECONDS = 3600
-
-
-def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
-    """Remove uploads nobody registered: partial ones of a killed request and finished ones left
-    unused. A live upload is written to all along, so only files untouched for ``older_than`` go."""
-    cutoff = time.time() - older_than
-    removed = []
-    for path in folder.glob("u_*"):
-        with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_mtime < cutoff:
-                path.unlink()
-                removed.append(path.name)
-    for record in folder.glob(".u_*.digests"):  # an upload's digests (api/routes/files.py), once it is gone
-        if not record.with_name(record.name[1:].removesuffix(".digests")).exists():
-            record.unlink(missing_ok=True)
-    return removed
 
 
 class Wanlora:
@@ -249,10 +232,17 @@ class Wanlora:
         return self.register_uploaded(req, {}, progress=progress)
 
     def register_uploaded(
-        self, req: RegisterRequest, source_digests: Mapping[Path, SourceDigests], *, progress: Progress | None = None
+        self,
+        req: RegisterRequest,
+        source_digests: Mapping[Path, SourceDigests],
+        ingested: Mapping[Path, UploadIngest] | None = None,
+        *,
+        progress: Progress | None = None,
     ) -> VersionPublic:
-        """``register``, given what the server's upload hashed as each file arrived (the server's
-        alone, not part of the contract; ingest uses a file's digests only while it is the file hashed)."""
+        """``register``, given what the server's upload hashed as each file arrived, and what it stored
+        of it meanwhile (the server's alone, not part of the contract). Either counts only while the
+        file is the one it was made of (same identity), the stored one only for the same base model and
+        while the store still holds it; else the file is ingested here as usual."""
         if (req.version is None) == (req.bump is None):
             raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
         if req.dataset_dir is not None and req.dataset_hash is not None:
@@ -284,6 +274,10 @@ class Wanlora:
         files: dict[FileRole, IngestedFile] = {}
         try:
             for role, path in paths.items():
+                stored = _stored_already((ingested or {}).get(Path(path)), inspections[role], base.name, self.store)
+                if stored is not None:
+                    files[role] = stored
+                    continue
                 report = (lambda done, total, r=role: progress(r.value, done, total)) if progress else None
                 files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role],
                                           source_digests=source_digests.get(Path(path)))  # fmt: skip
@@ -314,6 +308,26 @@ class Wanlora:
     def _referenced(self, sha256: str) -> bool:
         with self.db.session(write=False) as session:
             return session.exec(select(VersionFile.id).where(VersionFile.sha256 == sha256)).first() is not None
+
+
+def _stored_already(pre: UploadIngest | None, ins: Inspection, base: str, store: ArtifactStore) -> IngestedFile | None:
+    """What the upload's ingest stored, when it is of this very file and base model and still stored,
+    with what this inspection of the whole file says (an inspection while it arrived had stand-ins
+    for the alphas that had not come yet)."""
+    if pre is None or pre.base_model != base or not ins.identity or pre.identity != ins.identity:
+        return None
+    if not store.exists(pre.file.sha256):
+        return None  # gc took it meanwhile (an orphan until now): ingest again
+    return replace(
+        pre.file,
+        source_format=ins.source_format.value,
+        rank=ins.rank,
+        alpha=ins.alpha,
+        dtype=ins.dtype,
+        target_modules=ins.target_modules,
+        module_count=len(ins.modules),
+        metadata=ins.metadata,
+    )
 
 
 def _record(req: RegisterRequest, inspection: Inspection) -> dict[str, Any]:

@@ -351,7 +351,9 @@ class RemoteWanlora:
     def after_command(self) -> None:
         """The server delivers webhooks itself."""
 
-    def _upload(self, project: str, path: Path, label: str, progress: Progress | None) -> str:
+    def _upload(self, req: RegisterRequest, path: Path, label: str, progress: Progress | None) -> str:
+        """One file to the server's uploads, hashed beside the send; the LoRA and base model it will be
+        registered under let the server store it as it arrives."""
         size = Path(path).stat().st_size
         digest = hashlib.sha256()
 
@@ -375,7 +377,11 @@ class RemoteWanlora:
             answer = self.http.call(
                 "POST",
                 "/api/v1/uploads",
-                params={"project": project},
+                params={
+                    "project": req.project,
+                    "lora": req.lora,
+                    **({"base_model": req.base_model} if req.base_model else {}),
+                },
                 content=body(hasher),
                 headers={"Content-Length": str(size), "Content-Type": "application/octet-stream"},
                 timeout=None,
@@ -394,8 +400,8 @@ class RemoteWanlora:
             if path is not None and not Path(path).is_file():
                 raise InvalidFile(f"{path} does not exist or is not a regular file")
         label = "high_noise" if req.low_noise else "single"
-        body["file"] = self._upload(req.project, req.file, label, progress)
-        body["low_noise"] = self._upload(req.project, req.low_noise, "low_noise", progress) if req.low_noise else None
+        body["file"] = self._upload(req, req.file, label, progress)
+        body["low_noise"] = self._upload(req, req.low_noise, "low_noise", progress) if req.low_noise else None
         answer = self.http.call("POST", f"{lora_path(req.project, req.lora)}/versions", content=json.dumps(body),
                                 headers={"Content-Type": "application/json"})  # fmt: skip
         return VersionPublic.model_validate(answer)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 from registry.blobs.base import CHUNK, ArtifactSink, BackgroundHash
 from registry.domain.errors import InvalidFile
-from registry.domain.keys import KeyFormat, LoraPart, family, parse_key
+from registry.domain.keys import KeyFormat, LoraPart, family, is_block_module, parse_key
 from registry.domain.wan import BaseModel
-from registry.files.modules import ModuleInfo, Row, adapter_config, module_info
+from registry.files.arrival import Arrival
+from registry.files.modules import AlphaReader, ModuleInfo, Row, adapter_config, module_info, read_scalar
 from registry.files.safetensors_io import Header, TensorInfo, build_header, has_nonfinite, read_header, refuse_pickle
 from registry.files.source_digests import EarlyHash, SourceDigests, early_digests, file_identity, hash_source
 
@@ -98,15 +99,20 @@ class IngestedFile:
     created: bool = True  # False when the store already held these exact bytes
 
 
-def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
-    """Read and check a LoRA file's structure; nothing is written. Raises InvalidFile naming the problem."""
+def inspect_lora(path: Path, base: BaseModel | None = None, *, arrival: Arrival | None = None) -> Inspection:
+    """Read and check a LoRA file's structure; nothing is written. Raises InvalidFile naming the problem.
+
+    With ``arrival`` (a file still being written), each read waits for its bytes, and a block module's
+    alpha that has not arrived yet is read when ingest writes it; such an inspection has no identity."""
     path = Path(path)
     name = path.name
     if not path.is_file():
         raise InvalidFile(f"{path} does not exist or is not a regular file")
     with open(path, "rb") as fh:
-        identity = file_identity(os.fstat(fh.fileno()))
-        size = identity[2]
+        identity = file_identity(os.fstat(fh.fileno())) if arrival is None else ()
+        size = identity[2] if arrival is None else arrival.size
+        if arrival is not None:
+            arrival.wait_for_header(fh)
         refuse_pickle(path, fh.read(9))
         fh.seek(0)
         header = read_header(fh, size, name=name)
@@ -129,9 +135,8 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
                 hint="re-export the LoRA from a single trainer",
             )
         config = adapter_config(header.metadata, name)
-        modules = [
-            module_info(name, fh.fileno(), header, module, parts, base, config) for module, parts in groups.items()
-        ]
+        read_alpha = _alpha_reader(name, fh.fileno(), header, arrival)
+        modules = [module_info(name, read_alpha, module, parts, base, config) for module, parts in groups.items()]
     modules.sort(key=lambda m: m.module)
     fmt = KeyFormat.COMFYUI if KeyFormat.COMFYUI in formats else formats.pop()
     if fmt is KeyFormat.DIFFUSION_PIPE and all(
@@ -139,6 +144,18 @@ def inspect_lora(path: Path, base: BaseModel | None = None) -> Inspection:
     ):
         fmt = KeyFormat.CANONICAL  # diffusion_model.… keys with alphas: already what we store
     return Inspection(path=path, source_format=fmt, header=header, modules=modules, identity=identity)
+
+
+def _alpha_reader(name: str, fd: int, header: Header, arrival: Arrival | None) -> AlphaReader:
+    def read(module: str, t: TensorInfo) -> float | None:
+        if arrival is not None:
+            end = header.data_offset + t.end
+            if not arrival.has(end) and is_block_module(module):
+                return None  # not there yet: ingest reads it when it writes its row
+            arrival.wait(end)
+        return read_scalar(fd, header, t, name)
+
+    return read
 
 
 def nonfinite_tensors(ins: Inspection) -> list[str]:
@@ -176,10 +193,18 @@ def _unchanged(ins: Inspection, fd: int) -> None:
 
 
 def _source_digests(
-    ins: Inspection, known: SourceDigests | None, early: EarlyHash | None, stop: threading.Event
+    ins: Inspection,
+    known: SourceDigests | None,
+    early: EarlyHash | None,
+    stop: threading.Event,
+    arrival: Arrival | None = None,
 ) -> tuple[str, str]:
     """The source's sha256 and AutoV3: as its upload or an early read worked them out, when that was
-    this very file (same identity), else read and hashed now."""
+    this very file (same identity), else read and hashed now; for a file still arriving, as its writer
+    worked them out once it was whole."""
+    if arrival is not None:
+        whole = arrival.digests(stop)
+        return whole.sha256, whole.autov3
     if early is not None:
         while not early.done.wait(0.05):
             if stop.is_set():  # ingest failed: its error is not held up by the early read
@@ -194,15 +219,22 @@ def _nbytes(row: Row) -> int:
     return 4 * math.prod(row.shape)
 
 
-def _row_bytes(ins: Inspection, fd: int, row: Row) -> Iterator[bytes]:
+def _row_bytes(ins: Inspection, fd: int, row: Row, arrival: Arrival | None) -> Iterator[bytes]:
     """The stored bytes of one tensor, a chunk at a time: copied, or converted to float32 and scaled."""
     if row.src is None:
-        yield struct.pack("<f", row.value)
+        value = row.value
+        if row.alpha_src is not None:  # an alpha that had not arrived when the file was inspected
+            if arrival is not None:
+                arrival.wait(ins.header.data_offset + row.alpha_src.end)
+            value = read_scalar(fd, ins.header, row.alpha_src, ins.path.name)
+        yield struct.pack("<f", value)
         return
     src = row.src
     offset = ins.header.data_offset + src.start
     remaining = src.nbytes
     while remaining:
+        if arrival is not None:
+            arrival.wait(offset + min(CHUNK, remaining))
         chunk = os.pread(fd, min(CHUNK, remaining), offset)
         if not chunk:
             raise InvalidFile(f"{ins.path.name} shrank while it was being read")
@@ -226,8 +258,8 @@ class _Steps:
     buffers that take turns (no allocation per chunk). A chunk's buffer is reused two chunks later, by
     when every hasher given it has finished with it (each waits for its last chunk before the next)."""
 
-    def __init__(self, ins: Inspection, fd: int) -> None:
-        self.ins, self.fd = ins, fd
+    def __init__(self, ins: Inspection, fd: int, arrival: Arrival | None) -> None:
+        self.ins, self.fd, self.arrival = ins, fd, arrival
         self._buffers = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
         self._turn = 0
 
@@ -237,6 +269,8 @@ class _Steps:
         while offset < end:
             view = self._buffers[self._turn][: min(CHUNK, end - offset)]
             self._turn ^= 1
+            if self.arrival is not None:
+                self.arrival.wait(offset + len(view))
             if os.preadv(self.fd, [view], offset) != len(view):
                 raise InvalidFile(f"{self.ins.path.name} shrank while it was being read")
             _refuse_nonfinite(self.ins, src, view)
@@ -268,12 +302,15 @@ def ingest_lora(
     progress: Progress | None = None,
     inspection: Inspection | None = None,
     source_digests: SourceDigests | None = None,
+    arrival: Arrival | None = None,
 ) -> IngestedFile:
     """Stream a LoRA file into ``store`` as a canonical ComfyUI-loadable safetensors file. With
     ``source_digests`` of this very file (same identity), its own sha256 and AutoV3 are not worked out
-    again."""
-    ins = inspection or inspect_lora(path, base)
-    early = early_digests(ins.path) if source_digests is None else None
+    again. With ``arrival``, the file is still being written: each read waits for its bytes, and
+    nothing is committed before the writer has finished and checked it (the caller inspects the whole
+    file again for the rank, alpha and metadata it reports)."""
+    ins = inspection or inspect_lora(path, base, arrival=arrival)
+    early = early_digests(ins.path) if source_digests is None and arrival is None else None
     layout = ins.canonical_layout()
     metadata = dict(ins.metadata)
     metadata["wanlora.format"] = CANONICAL_FORMAT
@@ -287,7 +324,7 @@ def ingest_lora(
     stop = threading.Event()
     writer = store.writer()
     with ThreadPoolExecutor(max_workers=2, thread_name_prefix="wanlora-ingest") as pool:
-        source_digest = pool.submit(_source_digests, ins, source_digests, early, stop)
+        source_digest = pool.submit(_source_digests, ins, source_digests, early, stop, arrival)
         payload = BackgroundHash(pool)
         try:
             payload.update(payload_header)
@@ -297,7 +334,7 @@ def ingest_lora(
             # by the kernel where the store can take that (the local one); rescaled ones are written.
             copy_from = getattr(writer, "copy_from", None)
             settle = getattr(writer, "settle", lambda: None)
-            steps = _Steps(ins, fd)
+            steps = _Steps(ins, fd, arrival)
             try:
                 for row in layout:
                     if copy_from is not None and row.src is not None and row.scale is None:
@@ -308,7 +345,7 @@ def ingest_lora(
                             if progress:
                                 progress(done, total)
                         continue
-                    for chunk in _row_bytes(ins, fd, row):
+                    for chunk in _row_bytes(ins, fd, row, arrival):
                         payload.update(chunk)
                         writer.write(chunk)
                         if row.src is not None:

@@ -19,6 +19,7 @@ import json
 import math
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from registry.domain.errors import InvalidFile
@@ -40,7 +41,8 @@ _NAMES = {"lora": "LoRA", "lokr": "LoKr", "loha": "LoHa", "diff": "diff"}
 @dataclass(frozen=True)
 class Row:
     """One stored tensor: from ``src`` (converted to float32 and scaled when ``scale`` is not None), or,
-    with no source, the float32 scalar ``value`` (an alpha)."""
+    with no source, the float32 scalar ``value`` (an alpha), or, where ``alpha_src`` is set, the alpha
+    read from there when the row is written (a file inspected while it was still arriving)."""
 
     name: str
     dtype: str
@@ -48,6 +50,7 @@ class Row:
     src: TensorInfo | None = None
     value: float = 0.0
     scale: float | None = None
+    alpha_src: TensorInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -112,10 +115,15 @@ def _number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def read_scalar(fd: int, header: Header, t: TensorInfo, name: str) -> float:
-    """An alpha: one value of any float or integer dtype (musubi writes int64), positive and finite."""
+def check_scalar(t: TensorInfo, name: str) -> None:
+    """An alpha's tensor is one number of a float or integer dtype (its value is read by read_scalar)."""
     if t.shape not in ((), (1,)) or (t.dtype not in _INT_DTYPES and t.dtype not in _FLOATS and t.dtype != "BF16"):
         raise InvalidFile(f"{name}: alpha {t.name!r} must be one number, found {t.dtype}{list(t.shape)}")
+
+
+def read_scalar(fd: int, header: Header, t: TensorInfo, name: str) -> float:
+    """An alpha: one value of any float or integer dtype (musubi writes int64), positive and finite."""
+    check_scalar(t, name)
     raw = os.pread(fd, t.nbytes, header.data_offset + t.start)
     if t.dtype == "BF16":
         (value,) = struct.unpack("<f", b"\0\0" + raw)  # bf16 is the top half of an f32
@@ -137,6 +145,7 @@ class ModuleInfo:
     alpha: float  # the trainer's alpha (rank where the file has none; 0 where the algorithm takes none)
     parts: dict[LoraPart, TensorInfo]
     alpha_from_file: bool
+    alpha_pending: bool = False  # the file was still arriving: ``alpha`` is a stand-in until it is read
 
     @property
     def dtype(self) -> str:
@@ -155,20 +164,26 @@ class ModuleInfo:
             else:
                 rows.append(Row(canonical_key(self.module, part), t.dtype, t.shape, t))
         if self.rank and not fold:
-            rows.append(Row(canonical_key(self.module, P.ALPHA), "F32", (), value=self.alpha))
+            pending = self.parts[P.ALPHA] if self.alpha_pending else None
+            rows.append(Row(canonical_key(self.module, P.ALPHA), "F32", (), value=self.alpha, alpha_src=pending))
         return rows
+
+
+# (module, its alpha tensor) → the alpha, or None: read it when its row is written
+AlphaReader = Callable[[str, TensorInfo], "float | None"]
 
 
 def module_info(
     name: str,
-    fd: int,
-    header: Header,
+    read_alpha: AlphaReader,
     module: str,
     parts: dict[LoraPart, TensorInfo],
     base: BaseModel | None,
     config: AdapterConfig,
 ) -> ModuleInfo:
-    """Check one module's tensors and work out its algorithm, rank and alpha."""
+    """Check one module's tensors and work out its algorithm, rank and alpha (``read_alpha`` reads it
+    from the file, or returns None for an alpha to be read when its row is written: only a block
+    module's, whose value does not change how the module is stored)."""
     for t in parts.values():
         if t.dtype not in FLOAT_DTYPES and t is not parts.get(P.ALPHA):
             raise InvalidFile(f"{name}: {t.name!r} is {t.dtype}; LoRA weights must be floating point")
@@ -211,13 +226,17 @@ def module_info(
         rank, out_f, in_f = 0, 0, 0
     _diffs(name, module, parts, base)
     alpha_t = parts.get(P.ALPHA)
+    pending = False
     if alpha_t is not None:
-        alpha = read_scalar(fd, header, alpha_t, name)
+        check_scalar(alpha_t, name)
+        value = read_alpha(module, alpha_t)
+        pending = value is None
+        alpha = float(rank) if value is None else value
     else:
         from_config = config.alpha_for(module, rank) if rank and algorithm == "lora" else None
         # No alpha means scale 1.0 in every loader, which is alpha == rank.
         alpha = from_config if from_config is not None else float(rank)
-    return ModuleInfo(module, algorithm, rank, in_f, out_f, alpha, dict(parts), alpha_t is not None)
+    return ModuleInfo(module, algorithm, rank, in_f, out_f, alpha, dict(parts), alpha_t is not None, pending)
 
 
 def _algo(part: LoraPart) -> str:

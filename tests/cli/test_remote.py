@@ -243,3 +243,21 @@ def test_register_through_a_server_does_not_hash_the_file_early(server: tuple[st
     run("register", str(src), "--lora", "e", "-p", "p", "--category", "style", "--base-model", SINGLE,
         "--version", "1.0.0", "-m", "x", "-q")  # fmt: skip
     assert early_digests(src) is None
+
+
+def test_register_through_a_server_is_stored_while_it_uploads(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client names the LoRA and base model on each upload, so the server stores the file as it
+    arrives: registering it, a new LoRA or the next version of one, does not read the file again."""
+    import registry.backends.local as local
+
+    read_again: list[object] = []
+    real = local.ingest_lora
+    monkeypatch.setattr(local, "ingest_lora", lambda *a, **k: read_again.append(a) or real(*a, **k))
+    run("register", str(make(tmp_path, "s1", seed=1)), "--lora", "s", "-p", "p", "--category", "style",
+        "--base-model", SINGLE, "--version", "1.0.0", "-m", "x", "-q")  # fmt: skip
+    second = json.loads(run("register", str(make(tmp_path, "s2", seed=2)), "--lora", "s", "-p", "p",
+                            "--bump", "minor", "-m", "y", "--json"))  # fmt: skip
+    assert read_again == [] and second["version"] == "1.1.0"
+    assert second["files"][0]["source_sha256"] == hashlib.sha256(make(tmp_path, "s2", seed=2).read_bytes()).hexdigest()

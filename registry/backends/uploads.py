@@ -1,0 +1,142 @@
+"""The server's uploads (``POST /api/v1/uploads``) and what is kept beside one until it is registered:
+the digests the upload worked out as the file arrived, and the file as ingest stored it while it was
+still arriving (``FollowedUpload``), so that registering the upload is mostly a transaction.
+
+Both records sit in the server's upload folder under dot names (never an upload id) and are trusted
+only while the upload has the identity recorded with them: only the server writes that folder, and an
+upload is used once."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from registry.blobs.base import ArtifactStore, check_digest
+from registry.domain.errors import InvalidInput, WanloraError
+from registry.domain.wan import BASE_MODELS, BaseModel
+from registry.files.arrival import Abandoned, Arrival
+from registry.files.ingest import IngestedFile, ingest_lora
+from registry.files.source_digests import SourceDigests
+
+__all__ = ["FollowedUpload", "UploadIngest", "digests_path", "ingest_path", "sweep_uploads"]
+
+log = logging.getLogger("wanlora.uploads")
+
+STALE_UPLOAD_SECONDS = 3600
+_RECORDS = (".digests", ".ingested")
+_MAX_RECORD = 1 << 20  # an ingest record holds the file's ss_* metadata: bounded by the header limit's share
+
+
+def digests_path(upload: Path) -> Path:
+    """Where the upload's sha256 and AutoV3 are kept until it is registered."""
+    return upload.with_name(f".{upload.name}.digests")
+
+
+def ingest_path(upload: Path) -> Path:
+    """Where what ingest stored of the upload, while it arrived, is kept until it is registered."""
+    return upload.with_name(f".{upload.name}.ingested")
+
+
+@dataclass(frozen=True)
+class UploadIngest:
+    """An upload as ingest stored it while it arrived: the stored file and the digests, for the base
+    model it was checked against, valid while the upload keeps ``identity``. The rank, alpha and
+    metadata that registering reports come from registering's own inspection, not from here."""
+
+    base_model: str
+    identity: tuple[int, ...]
+    file: IngestedFile
+
+    def to_json(self) -> str:
+        return json.dumps({"base_model": self.base_model, "identity": list(self.identity), "file": asdict(self.file)})
+
+    @classmethod
+    def read(cls, path: Path) -> UploadIngest | None:
+        """The record at ``path``, or None when there is none or it is not one (then registering ingests)."""
+        try:
+            with open(path, "rb") as fh:
+                raw = json.loads(fh.read(_MAX_RECORD + 1)[:_MAX_RECORD])
+            f = raw["file"]
+            stored = IngestedFile(
+                sha256=check_digest(str(f["sha256"])),
+                payload_sha256=check_digest(str(f["payload_sha256"])),
+                size=int(f["size"]),
+                source_sha256=check_digest(str(f["source_sha256"])),
+                source_autov3=check_digest(str(f["source_autov3"])),
+                source_format=str(f["source_format"]),
+                rank=int(f["rank"]),
+                alpha=float(f["alpha"]),
+                dtype=str(f["dtype"]),
+                target_modules=[str(m) for m in f["target_modules"]],
+                module_count=int(f["module_count"]),
+                metadata={str(k): str(v) for k, v in dict(f["metadata"]).items()},
+                created=f["created"] is True,
+            )
+            base = str(raw["base_model"])
+            if base not in BASE_MODELS:
+                return None
+            return cls(base, tuple(int(v) for v in raw["identity"]), stored)
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidInput):
+            return None
+
+
+class FollowedUpload:
+    """Ingest of an upload on its own thread while the upload is written: the writer reports each
+    write (``grew``), then ``finish`` once the whole file's digest checked out, or ``fail``. Nothing is
+    committed to the store before ``finish``; after ``fail`` nothing is kept. A file ingest refuses is
+    not the upload's business: registering it reports why, as it would without this."""
+
+    def __init__(self, store: ArtifactStore, path: Path, size: int, base: BaseModel) -> None:
+        self.arrival = Arrival(size)
+        self._store, self._path, self._base = store, path, base
+        self._stored: IngestedFile | None = None
+        self._thread = threading.Thread(target=self._run, name="wanlora-upload-ingest", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._stored = ingest_lora(self._path, self._store, base=self._base, arrival=self.arrival)
+        except (Abandoned, WanloraError):
+            pass  # refused upload (nothing kept), or a file registering will refuse with its own message
+        except Exception:  # never the upload's failure: registering ingests the file itself
+            log.exception("ingest of upload %s as it arrived failed", self._path.name)
+
+    def grew(self, n: int) -> None:
+        self.arrival.grew(n)
+
+    def fail(self) -> None:
+        """The upload was refused or broken: stop, keep nothing, and return once the ingest has ended."""
+        self.arrival.fail()
+        self._thread.join()
+
+    def finish(self, digests: SourceDigests) -> UploadIngest | None:
+        """The upload is whole and checked: the ingest commits, and its record is returned (None where
+        it refused the file)."""
+        self.arrival.finish(digests)
+        self._thread.join()
+        if self._stored is None:
+            return None
+        return UploadIngest(self._base.name, digests.identity, self._stored)
+
+
+def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
+    """Remove uploads nobody registered: partial ones of a killed request and finished ones left
+    unused. A live upload is written to all along, so only files untouched for ``older_than`` go.
+    What an unused upload's ingest stored is an orphan of the store: gc's grace period applies."""
+    cutoff = time.time() - older_than
+    removed = []
+    for path in folder.glob("u_*"):
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path.name)
+    for suffix in _RECORDS:  # an upload's records, once it is gone
+        for record in folder.glob(f".u_*{suffix}"):
+            if not record.with_name(record.name[1:].removesuffix(suffix)).exists():
+                record.unlink(missing_ok=True)
+    return removed
