@@ -244,6 +244,30 @@ def copy_range(src: int, offset: int, length: int, dst: int, data: bytes | memor
         view = view[os.write(dst, view) :]
 
 
+def place_range(src: int, offset: int, length: int, dst: int, at: int) -> None:
+    """Copy ``src``'s bytes ``offset:offset+length`` to ``dst`` at ``at`` (neither file's position
+    moves), the kernel copying them where it can."""
+    done = 0
+    while done < length and hasattr(os, "copy_file_range"):
+        try:
+            n = os.copy_file_range(src, dst, length - done, offset + done, at + done)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            break
+        if n == 0:
+            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
+        done += n
+    while done < length:
+        data = os.pread(src, min(CHUNK, length - done), offset + done)
+        if not data:
+            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
+        written = 0
+        while written < len(data):
+            written += os.pwrite(dst, memoryview(data)[written:], at + done + written)
+        done += len(data)
+
+
 def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:
     data = os.pread(src, length, offset)
     view = memoryview(data)

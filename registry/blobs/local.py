@@ -23,6 +23,7 @@ from registry.blobs.base import (
     check_digest,
     copy_range,
     fsync_dir,
+    place_range,
 )
 from registry.blobs.writeback import Writeback
 from registry.domain.errors import NotFound
@@ -65,6 +66,19 @@ class _LocalWriter:
             self._copier = ThreadPoolExecutor(max_workers=1, thread_name_prefix="wanlora-copy")
         self._size += len(data)
         self._copying = self._copier.submit(self._copy, fd, offset, data, self._size)
+
+    def place(self, fd: int, offset: int, length: int, at: int) -> None:
+        """Copy ``fd``'s bytes ``offset:offset+length`` to position ``at`` of the file, from any thread and
+        in any order, into a range the caller then passes over with ``skip``, hashing it in order."""
+        place_range(fd, offset, length, self._fh.fileno(), at)
+
+    def skip(self, data: memoryview) -> None:
+        """The next ``len(data)`` bytes of the file are ``data``, placed there by ``place``: hash them (the
+        caller leaves ``data`` alone until its next call) and append after them."""
+        self.settle()
+        self._hash.update(data, copy=False)
+        self._size += len(data)
+        os.lseek(self._fh.fileno(), self._size, os.SEEK_SET)
 
     def _copy(self, fd: int, offset: int, data: memoryview, end: int) -> None:
         copy_range(fd, offset, len(data), self._fh.fileno(), data)

@@ -26,7 +26,7 @@ from registry.blobs.base import CHUNK, ArtifactSink, BackgroundHash
 from registry.domain.errors import InvalidFile
 from registry.domain.keys import KeyFormat, LoraPart, family, is_block_module, parse_key
 from registry.domain.wan import BaseModel
-from registry.files.arrival import Arrival
+from registry.files.arrival import Arrival, Placer
 from registry.files.modules import AlphaReader, ModuleInfo, Row, adapter_config, module_info, read_scalar
 from registry.files.safetensors_io import Header, TensorInfo, build_header, has_nonfinite, read_header, refuse_pickle
 from registry.files.source_digests import EarlyHash, SourceDigests, early_digests, file_identity, hash_source
@@ -335,12 +335,18 @@ def ingest_lora(
             copy_from = getattr(writer, "copy_from", None)
             settle = getattr(writer, "settle", lambda: None)
             steps = _Steps(ins, fd, arrival)
+            # A file still arriving: each such tensor is copied to its place as soon as it is there,
+            # whatever the order, while the hashes below follow the stored order.
+            placer = Placer.of(arrival, fd, writer, ins.header, layout, len(file_header))
             try:
                 for row in layout:
                     if copy_from is not None and row.src is not None and row.scale is None:
                         for offset, view in steps.of(row.src):
                             payload.update(view, copy=False)
-                            copy_from(fd, offset, view)
+                            if placer is None:
+                                copy_from(fd, offset, view)
+                            else:
+                                writer.skip(view)  # type: ignore[attr-defined]
                             done += len(view)
                             if progress:
                                 progress(done, total)
@@ -352,11 +358,15 @@ def ingest_lora(
                             done += len(chunk) if row.scale is None else len(chunk) * row.src.nbytes // _nbytes(row)
                             if progress:
                                 progress(done, total)
+                if placer is not None:
+                    placer.join()
                 settle()  # the store's copies read the source: they end before it is checked
                 payload_sha = payload.hexdigest()
                 source_sha, source_autov3 = source_digest.result()
                 _unchanged(ins, fd)  # after every read of it: the digests are of one file, or nothing is kept
             finally:
+                if placer is not None:
+                    placer.stop()
                 with contextlib.suppress(Exception):  # a copy in flight after a failure: its error is moot
                     settle()
                 os.close(fd)

@@ -178,3 +178,40 @@ def test_a_file_that_holds_nan_or_is_shorter_than_declared_is_refused_as_the_fin
     with pytest.raises(InvalidFile):
         ingest_lora(tmp_path / "short", store, base=BASE, arrival=short)
     assert _stored_files(tmp_path / "store") == []
+
+
+@pytest.mark.parametrize("kernel", ["refuses", "missing"])
+def test_where_the_kernel_cannot_copy_an_arriving_file_is_placed_through_python(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str
+) -> None:
+    import errno
+    import os
+
+    src = synth_lora(tmp_path / "src.safetensors", base_model=SINGLE, rank=8, blocks=12, seed=8)
+    expected = ingest_lora(src, LocalStore(tmp_path / "reference"), base=BASE)
+    if kernel == "missing":
+        monkeypatch.delattr(os, "copy_file_range")
+    else:
+
+        def refuse(*args: object) -> int:
+            raise OSError(errno.EXDEV, "cross-device")
+
+        monkeypatch.setattr(os, "copy_file_range", refuse)
+    store = LocalStore(tmp_path / "store")
+    got = _Upload(src, tmp_path / "upload", store).finish()
+    assert isinstance(got, IngestedFile), got
+    assert got.sha256 == expected.sha256
+    assert store.path(got.sha256).read_bytes() == LocalStore(tmp_path / "reference").path(expected.sha256).read_bytes()
+
+
+def test_a_failed_placement_is_raised_and_nothing_is_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import registry.blobs.local as local_store
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(local_store, "place_range", full)
+    src = synth_lora(tmp_path / "src.safetensors", base_model=SINGLE, rank=8, blocks=4, seed=9)
+    got = _Upload(src, tmp_path / "upload", LocalStore(tmp_path / "store")).finish()
+    assert isinstance(got, OSError) and "No space" in str(got)
+    assert _stored_files(tmp_path / "store") == []
