@@ -13,7 +13,6 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -312,14 +311,17 @@ class Wanlora:
 
 def _stored_already(pre: UploadIngest | None, ins: Inspection, base: str, store: ArtifactStore) -> IngestedFile | None:
     """What the upload's ingest stored, when it is of this very file and base model and still stored,
-    with what this inspection of the whole file says (an inspection while it arrived had stand-ins
-    for the alphas that had not come yet)."""
+    with what this inspection of the whole file says of it."""
     if pre is None or pre.base_model != base or not ins.identity or pre.identity != ins.identity:
         return None
-    if not store.exists(pre.file.sha256):
+    if not store.exists(pre.sha256):
         return None  # gc took it meanwhile (an orphan until now): ingest again
-    return replace(
-        pre.file,
+    return IngestedFile(
+        sha256=pre.sha256,
+        payload_sha256=pre.payload_sha256,
+        size=pre.size,
+        source_sha256=pre.source_sha256,
+        source_autov3=pre.source_autov3,
         source_format=ins.source_format.value,
         rank=ins.rank,
         alpha=ins.alpha,
@@ -327,6 +329,7 @@ def _stored_already(pre: UploadIngest | None, ins: Inspection, base: str, store:
         target_modules=ins.target_modules,
         module_count=len(ins.modules),
         metadata=ins.metadata,
+        created=pre.created,
     )
 
 

@@ -29,7 +29,7 @@ log = logging.getLogger("wanlora.uploads")
 
 STALE_UPLOAD_SECONDS = 3600
 _RECORDS = (".digests", ".ingested")
-_MAX_RECORD = 1 << 20  # an ingest record holds the file's ss_* metadata: bounded by the header limit's share
+_MAX_RECORD = 4096  # a record is a few digests
 
 
 def digests_path(upload: Path) -> Path:
@@ -44,44 +44,41 @@ def ingest_path(upload: Path) -> Path:
 
 @dataclass(frozen=True)
 class UploadIngest:
-    """An upload as ingest stored it while it arrived: the stored file and the digests, for the base
-    model it was checked against, valid while the upload keeps ``identity``. The rank, alpha and
-    metadata that registering reports come from registering's own inspection, not from here."""
+    """An upload as ingest stored it while it arrived, checked against ``base_model``: the stored file
+    and the digests, valid while the upload keeps ``identity``. What registering reports of the file
+    besides (rank, alpha, metadata) comes from its own inspection of the whole file."""
 
     base_model: str
     identity: tuple[int, ...]
-    file: IngestedFile
+    sha256: str
+    payload_sha256: str
+    size: int
+    source_sha256: str
+    source_autov3: str
+    created: bool  # the store did not hold these bytes before: a refused registration removes them
 
     def to_json(self) -> str:
-        return json.dumps({"base_model": self.base_model, "identity": list(self.identity), "file": asdict(self.file)})
+        return json.dumps(asdict(self))
 
     @classmethod
     def read(cls, path: Path) -> UploadIngest | None:
         """The record at ``path``, or None when there is none or it is not one (then registering ingests)."""
         try:
             with open(path, "rb") as fh:
-                raw = json.loads(fh.read(_MAX_RECORD + 1)[:_MAX_RECORD])
-            f = raw["file"]
-            stored = IngestedFile(
-                sha256=check_digest(str(f["sha256"])),
-                payload_sha256=check_digest(str(f["payload_sha256"])),
-                size=int(f["size"]),
-                source_sha256=check_digest(str(f["source_sha256"])),
-                source_autov3=check_digest(str(f["source_autov3"])),
-                source_format=str(f["source_format"]),
-                rank=int(f["rank"]),
-                alpha=float(f["alpha"]),
-                dtype=str(f["dtype"]),
-                target_modules=[str(m) for m in f["target_modules"]],
-                module_count=int(f["module_count"]),
-                metadata={str(k): str(v) for k, v in dict(f["metadata"]).items()},
-                created=f["created"] is True,
-            )
-            base = str(raw["base_model"])
-            if base not in BASE_MODELS:
+                raw = json.loads(fh.read(_MAX_RECORD))
+            if str(raw["base_model"]) not in BASE_MODELS or not isinstance(raw["size"], int):
                 return None
-            return cls(base, tuple(int(v) for v in raw["identity"]), stored)
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, InvalidInput):
+            return cls(
+                base_model=str(raw["base_model"]),
+                identity=tuple(int(v) for v in raw["identity"]),
+                sha256=check_digest(str(raw["sha256"])),
+                payload_sha256=check_digest(str(raw["payload_sha256"])),
+                size=raw["size"],
+                source_sha256=check_digest(str(raw["source_sha256"])),
+                source_autov3=check_digest(str(raw["source_autov3"])),
+                created=raw["created"] is True,
+            )
+        except (OSError, ValueError, KeyError, TypeError, InvalidInput):
             return None
 
 
@@ -119,9 +116,11 @@ class FollowedUpload:
         it refused the file)."""
         self.arrival.finish(digests)
         self._thread.join()
-        if self._stored is None:
+        f = self._stored
+        if f is None:
             return None
-        return UploadIngest(self._base.name, digests.identity, self._stored)
+        return UploadIngest(self._base.name, digests.identity, f.sha256, f.payload_sha256, f.size,
+                            f.source_sha256, f.source_autov3, f.created)  # fmt: skip
 
 
 def sweep_uploads(folder: Path, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:

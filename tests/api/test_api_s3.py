@@ -18,8 +18,9 @@ from tests.conftest import NO_GATE, make_s3
 from tests.helpers import make
 
 
+@pytest.mark.parametrize("follow", [False, True], ids=["stored-on-register", "stored-as-it-arrives"])
 @pytest.mark.parametrize("presign", [False, True])
-def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, presign: bool) -> None:
+def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, presign: bool, follow: bool) -> None:
     db = Database(f"sqlite:///{tmp_path / 'r.db'}")
     store = make_s3(s3_endpoint, presign=presign)
     wl = Wanlora(db=db, store=store, actor="server", policy=NO_GATE)
@@ -28,7 +29,9 @@ def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, 
         token = acc.bootstrap_admin().token  # type: ignore[union-attr]
     client = TestClient(app, headers={"Authorization": f"Bearer {token}"})
     data = make(tmp_path, "a", seed=5).read_bytes()
-    upload = client.post("/api/v1/uploads?project=p", content=data).json()
+    named = "&lora=x&base_model=wan2.2-ti2v-5b" if follow else ""
+    upload = client.post(f"/api/v1/uploads?project=p{named}", content=data).json()
+    assert (tmp_path / "home/uploads" / f".{upload['upload_id']}.ingested").exists() == follow
     body = {
         "version": "1.0.0",
         "changelog": "c",

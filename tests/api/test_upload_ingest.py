@@ -60,7 +60,7 @@ def test_an_upload_is_stored_as_it_arrives_and_registering_it_reads_it_no_more(
     assert up.status_code == 201, up.text
     upload = api.home / "uploads" / up.json()["upload_id"]
     record = UploadIngest.read(ingest_path(upload))
-    assert record is not None and record.base_model == SINGLE and record.file.sha256 == expected.sha256
+    assert record is not None and record.base_model == SINGLE and record.sha256 == expected.sha256
     assert expected.sha256 in _objects(api)  # stored before anything was registered
 
     body: dict[str, Any] = {"version": "2.0.0", "changelog": "as it arrived", "file": up.json()["upload_id"]}
@@ -90,7 +90,7 @@ def test_what_the_upload_stored_counts_only_for_that_file_and_base_model(
     elif record == "another file":  # were it trusted, this digest would be the version's
         kept.write_text(json.dumps({**raw, "identity": [0, 0, 0, 0, 0]}))
     elif record == "forged":
-        kept.write_text('{"base_model": "' + SINGLE + '", "file": 1}')
+        kept.write_text(json.dumps({**raw, "sha256": "../../etc/passwd"}))
     else:
         api.wl.store.delete(expected.sha256)
     created = api.call("trainer", "POST", f"{P}/loras/sarah/versions", json={"bump": "patch", "changelog": "x",
