@@ -316,21 +316,8 @@ def _stored_already(pre: UploadIngest | None, ins: Inspection, base: str, store:
         return None
     if not store.exists(pre.sha256):
         return None  # gc took it meanwhile (an orphan until now): ingest again
-    return IngestedFile(
-        sha256=pre.sha256,
-        payload_sha256=pre.payload_sha256,
-        size=pre.size,
-        source_sha256=pre.source_sha256,
-        source_autov3=pre.source_autov3,
-        source_format=ins.source_format.value,
-        rank=ins.rank,
-        alpha=ins.alpha,
-        dtype=ins.dtype,
-        target_modules=ins.target_modules,
-        module_count=len(ins.modules),
-        metadata=ins.metadata,
-        created=pre.created,
-    )
+    return IngestedFile.of(ins, pre.sha256, pre.payload_sha256, pre.size, pre.source_sha256, pre.source_autov3,
+                           created=pre.created)  # fmt: skip
 
 
 def _record(req: RegisterRequest, inspection: Inspection) -> dict[str, Any]:

@@ -228,17 +228,7 @@ def copy_range(src: int, offset: int, length: int, dst: int, data: bytes | memor
     """Append ``src``'s bytes ``offset:offset+length`` to ``dst`` at its current position, the kernel
     copying them; ``data`` is the same bytes as the caller read them, written instead where the kernel
     cannot copy between the two files."""
-    done = 0
-    while done < length and hasattr(os, "copy_file_range"):
-        try:
-            n = os.copy_file_range(src, dst, length - done, offset + done)
-        except OSError as exc:
-            if exc.errno not in _NO_KERNEL_COPY:
-                raise
-            break
-        if n == 0:
-            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
-        done += n
+    done = _kernel_copy(src, offset, length, dst, None)
     view = memoryview(data)[done:length]
     while view:
         view = view[os.write(dst, view) :]
@@ -247,17 +237,7 @@ def copy_range(src: int, offset: int, length: int, dst: int, data: bytes | memor
 def place_range(src: int, offset: int, length: int, dst: int, at: int) -> None:
     """Copy ``src``'s bytes ``offset:offset+length`` to ``dst`` at ``at`` (neither file's position
     moves), the kernel copying them where it can."""
-    done = 0
-    while done < length and hasattr(os, "copy_file_range"):
-        try:
-            n = os.copy_file_range(src, dst, length - done, offset + done, at + done)
-        except OSError as exc:
-            if exc.errno not in _NO_KERNEL_COPY:
-                raise
-            break
-        if n == 0:
-            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
-        done += n
+    done = _kernel_copy(src, offset, length, dst, at)
     while done < length:
         data = os.pread(src, min(CHUNK, length - done), offset + done)
         if not data:
@@ -266,6 +246,23 @@ def place_range(src: int, offset: int, length: int, dst: int, at: int) -> None:
         while written < len(data):
             written += os.pwrite(dst, memoryview(data)[written:], at + done + written)
         done += len(data)
+
+
+def _kernel_copy(src: int, offset: int, length: int, dst: int, at: int | None) -> int:
+    """As much of the range as the kernel copies (to ``at``, or ``dst``'s position): all of it, or what
+    it did before it said it cannot copy between these two files."""
+    done = 0
+    while done < length and hasattr(os, "copy_file_range"):
+        try:
+            n = os.copy_file_range(src, dst, length - done, offset + done, None if at is None else at + done)
+        except OSError as exc:
+            if exc.errno not in _NO_KERNEL_COPY:
+                raise
+            break
+        if n == 0:
+            raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
+        done += n
+    return done
 
 
 def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:

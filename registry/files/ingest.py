@@ -98,6 +98,14 @@ class IngestedFile:
     metadata: dict[str, str] = field(default_factory=dict)
     created: bool = True  # False when the store already held these exact bytes
 
+    @classmethod
+    def of(
+        cls, ins: Inspection, sha256: str, payload: str, size: int, source: str, autov3: str, *, created: bool
+    ) -> IngestedFile:
+        """The stored file's digests and size, with what ``ins`` says of the file."""
+        return cls(sha256, payload, size, source, autov3, ins.source_format.value, ins.rank, ins.alpha, ins.dtype,
+                   ins.target_modules, len(ins.modules), ins.metadata, created)  # fmt: skip
+
 
 def inspect_lora(path: Path, base: BaseModel | None = None, *, arrival: Arrival | None = None) -> Inspection:
     """Read and check a LoRA file's structure; nothing is written. Raises InvalidFile naming the problem.
@@ -376,21 +384,7 @@ def ingest_lora(
             payload.wait()
             writer.abort()
             raise
-    return IngestedFile(
-        sha256=sha,
-        payload_sha256=payload_sha,
-        size=size,
-        source_sha256=source_sha,
-        source_autov3=source_autov3,
-        source_format=ins.source_format.value,
-        rank=ins.rank,
-        alpha=ins.alpha,
-        dtype=ins.dtype,
-        target_modules=ins.target_modules,
-        module_count=len(ins.modules),
-        metadata=ins.metadata,
-        created=created,
-    )
+    return IngestedFile.of(ins, sha, payload_sha, size, source_sha, source_autov3, created=created)
 
 
 class _Discard:
