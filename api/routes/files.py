@@ -185,21 +185,21 @@ def _upload_base(caller: Wanlora, project: str, lora: str | None, base_model: st
 
 
 def _keep_records(path: Path, sha: str, autov3: str | None, size: int, follower: FollowedUpload | None) -> None:
-    """Beside a whole, checked upload: its digests, and what its ingest stored while it arrived."""
-    if autov3 is None:  # not safetensors: registering it is refused anyway, after its own read
+    """Beside a whole, checked upload: its digests, and what its ingest stored while it arrived (the
+    ingest always ends here: finished, or stopped keeping nothing)."""
+    try:
+        if autov3 is None:  # not safetensors: registering it is refused anyway, after its own read
+            return
+        record = SourceDigests(sha, autov3, file_identity(path.stat()))
+        digests_path(path).write_text(record.to_json())
+        if follower is None or size != follower.arrival.size:
+            return
+        stored = follower.finish(record)
+        if stored is not None:
+            ingest_path(path).write_text(stored.to_json())
+    finally:
         if follower is not None:
-            follower.fail()
-        return
-    record = SourceDigests(sha, autov3, file_identity(path.stat()))
-    digests_path(path).write_text(record.to_json())
-    if follower is None:
-        return
-    if size != follower.arrival.size:
-        follower.fail()
-        return
-    stored = follower.finish(record)
-    if stored is not None:
-        ingest_path(path).write_text(stored.to_json())
+            follower.fail()  # after finish, a no-op
 
 
 def may_register(caller: Wanlora, project: str) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
 import registry.backends.local as local
 from registry.backends.uploads import UploadIngest, ingest_path
@@ -149,3 +150,22 @@ def test_an_unknown_base_model_or_lora_only_means_registering_stores_the_file(
         assert up.status_code == 201, up.text
         assert not ingest_path(api.home / "uploads" / up.json()["upload_id"]).exists()
         (api.home / "uploads" / up.json()["upload_id"]).unlink()
+
+
+def test_a_disk_that_fills_as_the_records_are_kept_leaves_no_stored_file(
+    api: Api, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from registry.files.source_digests import SourceDigests
+
+    def full(self: SourceDigests) -> str:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(SourceDigests, "to_json", full)
+    before = _objects(api)
+    src = make(tmp_path, "full", seed=85)
+    client = TestClient(api.client.app, raise_server_exceptions=False)  # the answer, not the re-raise
+    response = client.post(f"{UP}&lora=sarah", content=src.read_bytes(),
+                           headers={"Authorization": f"Bearer {api.tokens['trainer']}"})  # fmt: skip
+    assert response.status_code == 507 and response.json()["error"]["code"] == "out_of_space", response.text
+    assert _objects(api) == before
+    assert not list((api.home / "artifacts" / "tmp").iterdir())  # the ingest that followed it stopped
