@@ -4,7 +4,6 @@ checked, hashed and stored while the rest of it is still arriving."""
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
 from typing import BinaryIO
@@ -113,11 +112,9 @@ class Placer:
             return None
         jobs = []
         for row in layout:
-            if row.src is not None and row.scale is None:
-                jobs.append((header.data_offset + row.src.start, row.src.nbytes, at))
-                at += row.src.nbytes
-            else:
-                at += 4 * math.prod(row.shape)  # float32: an alpha, or a tensor converted and scaled
+            if row.copied and row.src is not None:
+                jobs.append((header.data_offset + row.src.start, row.nbytes, at))
+            at += row.nbytes
         return cls(arrival, fd, place, jobs)
 
     def _run(self) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import math
 import os
 import struct
 import threading
@@ -223,10 +222,6 @@ def _source_digests(
     return hash_source(ins.path, stop)
 
 
-def _nbytes(row: Row) -> int:
-    return 4 * math.prod(row.shape)
-
-
 def _row_bytes(ins: Inspection, fd: int, row: Row, arrival: Arrival | None) -> Iterator[bytes]:
     """The stored bytes of one tensor, a chunk at a time: copied, or converted to float32 and scaled."""
     if row.src is None:
@@ -348,7 +343,7 @@ def ingest_lora(
             placer = Placer.of(arrival, fd, writer, ins.header, layout, len(file_header))
             try:
                 for row in layout:
-                    if copy_from is not None and row.src is not None and row.scale is None:
+                    if copy_from is not None and row.copied and row.src is not None:
                         for offset, view in steps.of(row.src):
                             payload.update(view, copy=False)
                             if placer is None:
@@ -363,7 +358,7 @@ def ingest_lora(
                         payload.update(chunk)
                         writer.write(chunk)
                         if row.src is not None:
-                            done += len(chunk) if row.scale is None else len(chunk) * row.src.nbytes // _nbytes(row)
+                            done += len(chunk) if row.scale is None else len(chunk) * row.src.nbytes // row.nbytes
                             if progress:
                                 progress(done, total)
                 if placer is not None:

@@ -52,6 +52,16 @@ class Row:
     scale: float | None = None
     alpha_src: TensorInfo | None = None
 
+    @property
+    def copied(self) -> bool:
+        """Stored as it came: its source's bytes, unchanged."""
+        return self.src is not None and self.scale is None
+
+    @property
+    def nbytes(self) -> int:
+        """Its size in the stored file: its source's when copied, else float32 elements."""
+        return self.src.nbytes if self.src is not None and self.scale is None else 4 * math.prod(self.shape)
+
 
 @dataclass(frozen=True)
 class AdapterConfig:
