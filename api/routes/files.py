@@ -21,7 +21,15 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import CallerDep, ServerState, StateDep
 from api.errors import ERROR_RESPONSES, error_response
 from registry.backends.local import Wanlora
-from registry.backends.uploads import FollowedUpload, digests_path, ingest_path
+from registry.backends.uploads import (
+    FollowedUpload,
+    KeptUpload,
+    UploadIngest,
+    digests_path,
+    ingest_path,
+    refusal_path,
+    routed_path,
+)
 from registry.blobs.base import CHUNK, BackgroundHash
 from registry.blobs.local import LocalStore
 from registry.domain.access import Action, Principal
@@ -48,13 +56,15 @@ class Upload(BaseModel):
     sha256: str
 
 
-def upload_path(state: ServerState, upload_id: str) -> Path:
+def find_upload(state: ServerState, upload_id: str) -> tuple[Path, KeptUpload]:
+    """The upload's path (named by its id) and how it was kept."""
     if not _UPLOAD_ID.fullmatch(upload_id):
         raise InvalidInput(f"invalid upload id {upload_id!r}")
     path = state.uploads / upload_id
-    if not path.is_file():
+    kept = KeptUpload.find(path)
+    if kept is None:
         raise NotFound(f"upload {upload_id} does not exist or was used already", hint="upload the file again")
-    return path
+    return path, kept
 
 
 ClientQuery = Annotated[
@@ -85,7 +95,9 @@ async def upload(
     """Streams to disk with a running sha256: never whole in memory. Over the limit, or with a digest
     that does not match, the request is refused and nothing is kept. Where the base model is known
     (the LoRA exists, or ``base_model`` names it) and the length is declared, the file is also
-    inspected and stored as it arrives, so that registering it afterwards need not read it again."""
+    inspected and stored as it arrives, so that registering it afterwards need not read it again: once
+    that ingest knows where each tensor goes, those bytes are written straight to the stored file, and
+    the upload keeps only its header and alphas."""
     check_name(project, "project name")
     if lora is not None:
         check_name(lora, "LoRA name")
@@ -113,9 +125,10 @@ async def upload(
         view = memoryview(data)
         digest.update(view, copy=False)
         data_section.update(view, copy=False)
-        fh.write(view)
-        if follower is not None:
-            follower.grew(len(view))
+        if follower is None:
+            fh.write(view)
+        else:  # the tensors go straight to the stored file, once its ingest knows where
+            follower.deliver(fh.fileno(), view)
 
     try:
         async for chunk in request.stream():
@@ -147,7 +160,11 @@ async def upload(
     if x_content_sha256 is not None and x_content_sha256.lower() != sha:
         await _discard(None, fh, path, follower)
         return error_response(400, "integrity", f"the body's sha256 is {sha}, not {x_content_sha256}", "upload again")
-    await run_in_threadpool(_keep_records, path, sha, data_section.hash.hexdigest(), size, follower)
+    try:
+        await run_in_threadpool(_keep_records, path, sha, data_section.hash.hexdigest(), size, follower)
+    except BaseException:
+        await run_in_threadpool(KeptUpload.remove, path)  # records that cannot be kept: nothing is
+        raise
     return Response(
         Upload(upload_id=upload_id, size=size, sha256=sha).model_dump_json(),
         status_code=201,
@@ -185,18 +202,31 @@ def _upload_base(caller: Wanlora, project: str, lora: str | None, base_model: st
 
 
 def _keep_records(path: Path, sha: str, autov3: str | None, size: int, follower: FollowedUpload | None) -> None:
-    """Beside a whole, checked upload: its digests, and what its ingest stored while it arrived (the
-    ingest always ends here: finished, or stopped keeping nothing)."""
+    """Beside a whole, checked upload: its digests, and what its ingest stored while it arrived, or
+    why it refused the file (the ingest always ends here: finished, or stopped keeping nothing). A
+    routed upload is renamed first: its holes are never read as the file."""
     try:
+        whole = follower is not None and size == follower.arrival.size
+        if follower is not None and follower.routed:  # its tensors are only in the stored file
+            if not whole:
+                raise InvalidInput(f"the upload ended after {size:,} of its {follower.arrival.size:,} bytes",
+                                   hint="upload again")  # fmt: skip
+            if autov3 is None:
+                raise InvalidInput("the upload's header could not be read a second time", hint="upload again")
+            kept = path.replace(routed_path(path))
+        else:
+            kept = path
         if autov3 is None:  # not safetensors: registering it is refused anyway, after its own read
             return
-        record = SourceDigests(sha, autov3, file_identity(path.stat()))
+        record = SourceDigests(sha, autov3, file_identity(kept.stat()))
         digests_path(path).write_text(record.to_json())
-        if follower is None or size != follower.arrival.size:
+        if follower is None or not whole:
             return
         stored = follower.finish(record)
-        if stored is not None:
+        if isinstance(stored, UploadIngest):
             ingest_path(path).write_text(stored.to_json())
+        elif stored is not None:
+            refusal_path(path).write_text(stored.to_json())
     finally:
         if follower is not None:
             follower.fail()  # after finish, a no-op

@@ -10,13 +10,12 @@ from pydantic import BaseModel, Field
 
 from api.deps import MAX_ID, CallerDep, StateDep
 from api.errors import ERROR_RESPONSES
-from api.routes.files import ClientQuery, may_register, upload_path
-from registry.backends.uploads import UploadIngest, digests_path, ingest_path
+from api.routes.files import ClientQuery, find_upload, may_register
+from registry.backends.uploads import KeptUpload
 from registry.domain.errors import NotFound, PermissionDenied
 from registry.domain.limits import MAX_PAGE
 from registry.domain.register import RegisterRequest, VersionFields
 from registry.domain.schemas import EventPublic, LoraPublic, LoraSummary, VersionDiff, VersionPublic
-from registry.files.source_digests import SourceDigests
 
 router = APIRouter(prefix="/api/v1/projects/{project}", tags=["loras"], responses=ERROR_RESPONSES)
 
@@ -127,10 +126,10 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
     if not may_register(caller, project):  # before anything about the uploads it names
         raise PermissionDenied(f"{caller.principal.describe()} may not register versions in {project}")
     files = [body.file] + ([body.low_noise] if body.low_noise else [])
-    paths = [upload_path(state, upload_id) for upload_id in files]
-    # what the upload hashed as it arrived; ingest uses it only while the file is the one it hashed
-    known = {path: d for path in paths if (d := SourceDigests.read(digests_path(path))) is not None}
-    stored = {path: i for path in paths if (i := UploadIngest.read(ingest_path(path))) is not None}
+    found = [find_upload(state, upload_id) for upload_id in files]
+    # what each upload hashed and stored as it arrived: used only while the file is the one it was made of
+    kept = {upload.path: upload for _, upload in found}
+    paths = [upload.path for _, upload in found]
     try:
         return caller.register_uploaded(
             RegisterRequest(
@@ -140,14 +139,11 @@ def register_version(project: str, name: str, body: VersionCreate, caller: Calle
                 low_noise=paths[1] if len(paths) > 1 else None,
                 **body.fields(),
             ),
-            known,
-            stored,
+            kept,
         )
     finally:
-        for path in paths:
-            path.unlink(missing_ok=True)  # an upload is used once, whatever the outcome
-            digests_path(path).unlink(missing_ok=True)
-            ingest_path(path).unlink(missing_ok=True)
+        for path, _ in found:
+            KeptUpload.remove(path)  # an upload is used once, whatever the outcome
 
 
 @router.post("/loras/{name}/versions/{version}/promote", summary="testing → current (admin)")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from sqlmodel import select
 
 from registry.backends.contract import Progress, SchemaStatus
-from registry.backends.uploads import UploadIngest, sweep_uploads
+from registry.backends.uploads import KeptUpload, sweep_uploads
 from registry.blobs.base import ArtifactStore, verify_stored
 from registry.blobs.factory import open_store
 from registry.db.engine import Database
@@ -28,7 +28,7 @@ from registry.db.tables import VersionFile, WebhookDelivery, delivery_due
 from registry.domain.access import Principal
 from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole
-from registry.domain.errors import InvalidInput
+from registry.domain.errors import InvalidFile, InvalidInput
 from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
 from registry.domain.schemas import GcReport, VersionPublic, parse_category
@@ -36,7 +36,6 @@ from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
 from registry.files.jsonfile import read_json_object
 from registry.files.metadata import facts_from_metadata
-from registry.files.source_digests import SourceDigests
 from registry.services.egress import EgressPolicy
 from registry.services.registry import RegistryService
 from registry.settings import Settings
@@ -231,12 +230,7 @@ class Wanlora:
         return self.register_uploaded(req, {}, progress=progress)
 
     def register_uploaded(
-        self,
-        req: RegisterRequest,
-        source_digests: Mapping[Path, SourceDigests],
-        ingested: Mapping[Path, UploadIngest] | None = None,
-        *,
-        progress: Progress | None = None,
+        self, req: RegisterRequest, uploads: Mapping[Path, KeptUpload], *, progress: Progress | None = None
     ) -> VersionPublic:
         """``register``, given what the server's upload hashed as each file arrived, and what it stored
         of it meanwhile (the server's alone, not part of the contract). Either counts only while the
@@ -273,13 +267,14 @@ class Wanlora:
         files: dict[FileRole, IngestedFile] = {}
         try:
             for role, path in paths.items():
-                stored = _stored_already((ingested or {}).get(Path(path)), inspections[role], base.name, self.store)
+                upload = uploads.get(Path(path))
+                stored = _stored_already(upload, inspections[role], base.name, self.store)
                 if stored is not None:
                     files[role] = stored
                     continue
                 report = (lambda done, total, r=role: progress(r.value, done, total)) if progress else None
                 files[role] = ingest_lora(path, self.store, base=base, progress=report, inspection=inspections[role],
-                                          source_digests=source_digests.get(Path(path)))  # fmt: skip
+                                          source_digests=upload.digests if upload else None)  # fmt: skip
             with self.registry() as reg:
                 # The LoRA is created in the same transaction as its first version: a refused file
                 # leaves no empty LoRA behind.
@@ -309,15 +304,32 @@ class Wanlora:
             return session.exec(select(VersionFile.id).where(VersionFile.sha256 == sha256)).first() is not None
 
 
-def _stored_already(pre: UploadIngest | None, ins: Inspection, base: str, store: ArtifactStore) -> IngestedFile | None:
+def _stored_already(upload: KeptUpload | None, ins: Inspection, base: str, store: ArtifactStore) -> IngestedFile | None:
     """What the upload's ingest stored, when it is of this very file and base model and still stored,
-    with what this inspection of the whole file says of it."""
-    if pre is None or pre.base_model != base or not ins.identity or pre.identity != ins.identity:
+    with what this inspection of the whole file says of it. A routed upload (its tensors only in the
+    stored file) is refused, never ingested from its holes, when that cannot be used."""
+    if upload is None:
         return None
-    if not store.exists(pre.sha256):
-        return None  # gc took it meanwhile (an orphan until now): ingest again
-    return IngestedFile.of(ins, pre.sha256, pre.payload_sha256, pre.size, pre.source_sha256, pre.source_autov3,
-                           created=pre.created)  # fmt: skip
+    pre, refusal = upload.ingested, upload.refusal
+    if upload.routed and pre is None and refusal is not None and ins.identity and refusal.identity == ins.identity:
+        raise InvalidFile(refusal.message, hint=refusal.hint)  # what ingest said as the file arrived
+    why, hint = None, "upload the file again"
+    if pre is None:
+        why = "what the server stored of it as it arrived is not on record"
+    elif pre.base_model != base:
+        why, hint = f"it was checked against {pre.base_model} as it arrived, not {base}", f"{hint} for {base}"
+    elif not ins.identity or pre.identity != ins.identity:
+        why = "it is not the file that arrived"
+    elif not store.exists(pre.sha256):
+        why = "the file the server stored as it arrived is no longer in the store"  # gc took the orphan
+    if why is None:
+        assert pre is not None
+        return IngestedFile.of(ins, pre.sha256, pre.payload_sha256, pre.size, pre.source_sha256,
+                               pre.source_autov3, created=pre.created)  # fmt: skip
+    if upload.routed:
+        raise InvalidInput(f"upload {ins.path.name.strip('.').removesuffix('.routed')} cannot be registered: "
+                           f"{why}, and the server kept only its header and alphas", hint=hint)  # fmt: skip
+    return None  # the whole file is there: registering ingests it
 
 
 def _record(req: RegisterRequest, inspection: Inspection) -> dict[str, Any]:

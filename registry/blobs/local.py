@@ -26,7 +26,7 @@ from registry.blobs.base import (
     place_range,
 )
 from registry.blobs.writeback import Writeback
-from registry.domain.errors import NotFound
+from registry.domain.errors import IntegrityError, NotFound
 
 __all__ = ["LocalStore"]
 
@@ -71,6 +71,20 @@ class _LocalWriter:
         """Copy ``fd``'s bytes ``offset:offset+length`` to position ``at`` of the file, from any thread and
         in any order, into a range the caller then passes over with ``skip``, hashing it in order."""
         place_range(fd, offset, length, self._fh.fileno(), at)
+        self._writeback.placed(at, length)
+
+    def put(self, data: memoryview, at: int) -> None:
+        """Write ``data`` at position ``at``, as ``place`` does (for the bytes of a file still arriving,
+        handed over before they were written anywhere else)."""
+        done = 0
+        while done < len(data):
+            done += os.pwrite(self._fh.fileno(), data[done:], at + done)
+        self._writeback.placed(at, len(data))
+
+    def read_into(self, view: memoryview, at: int) -> None:
+        """Read back what ``put`` or ``place`` wrote at ``at``."""
+        if os.preadv(self._fh.fileno(), [view], at) != len(view):
+            raise IntegrityError(f"the stored file ends before {at + len(view):,} bytes", hint="run it again")
 
     def skip(self, data: memoryview) -> None:
         """The next ``len(data)`` bytes of the file are ``data``, placed there by ``place``: hash them (the

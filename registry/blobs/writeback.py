@@ -52,6 +52,12 @@ class Writeback:
         self._call(self.fd, self.flushed, end - self.flushed, _SYNC_FILE_RANGE_WRITE)
         self.flushed = end
 
+    def placed(self, at: int, length: int) -> None:
+        """Bytes ``at:at+length`` were written out of order (a range placed where it belongs): handed to
+        the disk now, whatever their size."""
+        if self._call is not None and length > 0:
+            self._call(self.fd, at, length, _SYNC_FILE_RANGE_WRITE)
+
 
 def available() -> bool:
     """Whether this system starts writeback early (tests use it)."""

@@ -1,12 +1,20 @@
 """A file this process is still writing front to back (the server's upload), which ingest follows on
-another thread: each read waits until the bytes it needs are on disk, so that the file is inspected,
-checked, hashed and stored while the rest of it is still arriving."""
+another thread: each read waits until the bytes it needs have arrived, so that the file is inspected,
+checked, hashed and stored while the rest of it is still arriving.
+
+Once ingest knows where each tensor goes in the stored file, it offers that map (a ``Placer``), and
+from the next write on the writer puts those tensors' bytes straight into the stored file rather
+than into its own: the file being written then keeps only what is not stored as it came (the header,
+the alphas, tensors that are rescaled) and holes elsewhere. Such a file is "routed"; only what ingest
+made of it is whole."""
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import os
 import threading
-from collections.abc import Callable
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from registry.domain.errors import InvalidFile
 from registry.files.modules import Row
@@ -22,9 +30,20 @@ class Abandoned(Exception):
     """The file never arrived whole (the upload was refused or broken): whatever followed it stops."""
 
 
+class PlacingWriter(Protocol):
+    """What a Placer needs of the store's writer (the local one): copies, writes and reads at a position."""
+
+    def place(self, fd: int, offset: int, length: int, at: int) -> None: ...
+
+    def put(self, data: memoryview, at: int) -> None: ...
+
+    def read_into(self, view: memoryview, at: int) -> None: ...
+
+
 class Arrival:
-    """The writer calls ``grew`` after each write, then ``finish`` with the whole file's digests once it
-    checked them, or ``fail``; a reader calls ``wait(end)`` before reading below ``end``."""
+    """The writer calls ``deliver`` with each piece (or writes it and calls ``grew``), then ``finish``
+    with the whole file's digests once it checked them, or ``fail``; a reader calls ``wait(end)``
+    before reading below ``end``."""
 
     def __init__(self, size: int) -> None:
         self.size = size  # what the writer declared it will write (the upload's Content-Length)
@@ -32,6 +51,35 @@ class Arrival:
         self._written = 0
         self._over = False
         self._digests: SourceDigests | None = None  # set by finish: the file is whole and checked
+        self._route = threading.Lock()  # held while a piece is routed: withdraw waits for it
+        self._placer: Placer | None = None
+        self.routed = False  # some bytes went to the stored file only: the written file has holes
+
+    def deliver(self, fd: int, data: memoryview) -> None:
+        """Write the next piece: where ingest offered a Placer, the bytes of tensors stored as they are
+        go straight to their place in the stored file, and only the rest to ``fd`` (at its offsets)."""
+        at = self._written  # only this thread writes: no lock needed to read it
+        with self._route:
+            pieces: list[tuple[int, memoryview]] = [(at, data)]
+            if self._placer is not None:
+                pieces, routed = self._placer.route(at, data)
+                self.routed = self.routed or routed > 0
+        for offset, piece in pieces:
+            done = 0
+            while done < len(piece):
+                done += os.pwrite(fd, piece[done:], offset + done)
+        if self.routed and (not pieces or pieces[-1][0] + len(pieces[-1][1]) < at + len(data)):
+            os.ftruncate(fd, at + len(data))  # the file keeps its length: a hole where its tail was routed
+        self.grew(len(data))
+
+    def offer(self, placer: Placer) -> None:
+        with self._route:
+            self._placer = placer
+
+    def withdraw(self) -> None:
+        """No piece is routed after this returns (one in flight is finished first)."""
+        with self._route:
+            self._placer = None
 
     def grew(self, n: int) -> None:
         with self._cond:
@@ -85,20 +133,23 @@ class Arrival:
 
 
 class Placer:
-    """Copies ranges of an arriving file to their places in another, on its own thread, in the order
-    they arrive: ``jobs`` are (offset in the source, length, position in the target), and ``place``
-    copies one (the store writer's). Ingest hashes the stored file in its own order, which is not
-    always the order the source arrives in; the copying need not wait for that."""
+    """Gets the tensors of an arriving file that are stored as they are to their places in the stored
+    file. ``jobs`` are (offset in the source, length, position in the stored file). Until the writer
+    routes its first piece (``route``), what arrived is copied from the source on the Placer's own
+    thread, in the order it arrives; from that piece on, the writer puts those bytes there itself.
+    Ingest hashes the stored file in its own order, which is not always the order the source arrives
+    in, and reads each range where it is (``read``)."""
 
-    def __init__(
-        self, arrival: Arrival, fd: int, place: Callable[[int, int, int, int], None], jobs: list[tuple[int, int, int]]
-    ) -> None:
-        self._arrival, self._fd, self._place = arrival, fd, place
+    def __init__(self, arrival: Arrival, fd: int, writer: PlacingWriter, jobs: list[tuple[int, int, int]]) -> None:
+        self._arrival, self._fd, self._writer = arrival, fd, writer
         self._jobs = sorted(jobs)
+        self._starts = [offset for offset, _, _ in self._jobs]
+        self._routed_from: int | None = None  # the first byte the writer routed; set once, before it arrives
         self._stop = threading.Event()
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="wanlora-place", daemon=True)
         self._thread.start()
+        arrival.offer(self)
 
     @classmethod
     def of(
@@ -107,15 +158,56 @@ class Placer:
         """A Placer of every tensor of ``layout`` stored as it is, to where it goes in the stored file,
         whose data section starts at ``at``; None unless the file is still arriving and the store's
         ``writer`` can place ranges (the local one)."""
-        place = getattr(writer, "place", None)
-        if arrival is None or place is None:
+        if arrival is None or not all(hasattr(writer, m) for m in ("place", "put", "read_into")):
             return None
         jobs = []
         for row in layout:
-            if row.copied and row.src is not None:
+            if row.copied and row.src is not None and row.nbytes:
                 jobs.append((header.data_offset + row.src.start, row.nbytes, at))
             at += row.nbytes
-        return cls(arrival, fd, place, jobs)
+        jobs.sort()
+        if any(a + n > b for (a, n, _), (b, _, _) in itertools.pairwise(jobs)):
+            return None  # a source range stored twice: copied in the stored order instead
+        return cls(arrival, fd, writer, jobs)  # type: ignore[arg-type]
+
+    def _job(self, offset: int) -> int:
+        """The index of the job whose range holds ``offset``, or of the first one after it."""
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0 and offset < self._jobs[i][0] + self._jobs[i][1]:
+            return i
+        return i + 1
+
+    def route(self, at: int, data: memoryview) -> tuple[list[tuple[int, memoryview]], int]:
+        """The writer's piece at ``at``: the bytes of jobs are put in the stored file; returned are the
+        rest, (offset, bytes) for the source file, and how many bytes were routed."""
+        if self._routed_from is None:
+            self._routed_from = at
+        rest, routed, pos, end = [], 0, at, at + len(data)
+        i = self._job(at)
+        while pos < end:
+            if i >= len(self._jobs) or self._jobs[i][0] >= end:
+                rest.append((pos, data[pos - at :]))
+                break
+            offset, length, target = self._jobs[i]
+            if offset > pos:
+                rest.append((pos, data[pos - at : offset - at]))
+                pos = offset
+            stop = min(end, offset + length)
+            self._writer.put(data[pos - at : stop - at], target + pos - offset)
+            routed += stop - pos
+            pos, i = stop, i + 1
+        return rest, routed
+
+    def read(self, view: memoryview, offset: int) -> None:
+        """Fill ``view`` with the arrived source bytes at ``offset`` (all within one job): from the
+        source where they were written there, from the stored file where they were routed."""
+        split = self._routed_from if self._routed_from is not None else offset + len(view)
+        split = max(offset, min(split, offset + len(view)))
+        if split > offset and os.preadv(self._fd, [view[: split - offset]], offset) != split - offset:
+            raise InvalidFile("the file shrank while it was being read")
+        if split < offset + len(view):
+            job_offset, _, target = self._jobs[self._job(split)]
+            self._writer.read_into(view[split - offset :], target + split - job_offset)
 
     def _run(self) -> None:
         try:
@@ -124,7 +216,11 @@ class Placer:
                 while done < length:
                     n = min(PLACE_STEP, length - done)
                     self._arrival.wait(offset + done + n, self._stop)
-                    self._place(self._fd, offset + done, n, at + done)
+                    if self._routed_from is not None:  # set before these bytes arrived, if at all
+                        n = min(n, self._routed_from - offset - done)
+                        if n <= 0:
+                            return  # the writer put the rest where it goes
+                    self._writer.place(self._fd, offset + done, n, at + done)
                     done += n
         except BaseException as exc:  # reported by join
             self._error = exc
@@ -136,6 +232,8 @@ class Placer:
             raise self._error
 
     def stop(self) -> None:
-        """Stop within one step and return once nothing more is written (before the files are closed)."""
+        """Stop within one step and return once nothing more is written, by the Placer or routed by
+        the writer (before the files are closed)."""
+        self._arrival.withdraw()
         self._stop.set()
         self._thread.join()

@@ -261,8 +261,8 @@ class _Steps:
     buffers that take turns (no allocation per chunk). A chunk's buffer is reused two chunks later, by
     when every hasher given it has finished with it (each waits for its last chunk before the next)."""
 
-    def __init__(self, ins: Inspection, fd: int, arrival: Arrival | None) -> None:
-        self.ins, self.fd, self.arrival = ins, fd, arrival
+    def __init__(self, ins: Inspection, fd: int, arrival: Arrival | None, placer: Placer | None) -> None:
+        self.ins, self.fd, self.arrival, self.placer = ins, fd, arrival, placer
         self._buffers = (memoryview(bytearray(CHUNK)), memoryview(bytearray(CHUNK)))
         self._turn = 0
 
@@ -274,7 +274,9 @@ class _Steps:
             self._turn ^= 1
             if self.arrival is not None:
                 self.arrival.wait(offset + len(view))
-            if os.preadv(self.fd, [view], offset) != len(view):
+            if self.placer is not None:  # a file still arriving: some of it is only in the stored file
+                self.placer.read(view, offset)
+            elif os.preadv(self.fd, [view], offset) != len(view):
                 raise InvalidFile(f"{self.ins.path.name} shrank while it was being read")
             _refuse_nonfinite(self.ins, src, view)
             yield offset, view
@@ -337,10 +339,10 @@ def ingest_lora(
             # by the kernel where the store can take that (the local one); rescaled ones are written.
             copy_from = getattr(writer, "copy_from", None)
             settle = getattr(writer, "settle", lambda: None)
-            steps = _Steps(ins, fd, arrival)
-            # A file still arriving: each such tensor is copied to its place as soon as it is there,
-            # whatever the order, while the hashes below follow the stored order.
+            # A file still arriving: each such tensor gets to its place as soon as it is there, whatever
+            # the order, while the hashes below follow the stored order.
             placer = Placer.of(arrival, fd, writer, ins.header, layout, len(file_header))
+            steps = _Steps(ins, fd, arrival, placer)
             try:
                 for row in layout:
                     if copy_from is not None and row.copied and row.src is not None:

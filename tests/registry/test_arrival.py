@@ -44,10 +44,11 @@ def _alphas_last(path: Path, *, head_alpha: float = 4.0) -> Path:
 
 
 class _Upload:
-    """Writes ``src`` to ``dest`` in pieces, as the server's upload does, while ingest follows it."""
+    """Writes ``src`` to ``dest`` in pieces, as the server's upload does, while ingest follows it (with
+    ``route``, handing each piece over as the server does, so that tensors go to the stored file)."""
 
-    def __init__(self, src: Path, dest: Path, store: LocalStore) -> None:
-        self.data, self.dest = src.read_bytes(), dest
+    def __init__(self, src: Path, dest: Path, store: LocalStore, *, route: bool = False) -> None:
+        self.data, self.dest, self.route = src.read_bytes(), dest, route
         self.arrival = Arrival(len(self.data))
         self.fh = open(dest, "wb", buffering=0)  # noqa: SIM115 (closed by finish or fail)
         self.written = 0
@@ -64,9 +65,12 @@ class _Upload:
     def write(self, upto: int, piece: int = 4096) -> None:
         while self.written < upto:
             chunk = self.data[self.written : min(upto, self.written + piece)]
-            self.fh.write(chunk)
+            if self.route:
+                self.arrival.deliver(self.fh.fileno(), memoryview(chunk))
+            else:
+                self.fh.write(chunk)
+                self.arrival.grew(len(chunk))
             self.written += len(chunk)
-            self.arrival.grew(len(chunk))
 
     def finish(self) -> IngestedFile | BaseException | None:
         self.write(len(self.data))
@@ -214,4 +218,108 @@ def test_a_failed_placement_is_raised_and_nothing_is_kept(tmp_path: Path, monkey
     src = synth_lora(tmp_path / "src.safetensors", base_model=SINGLE, rank=8, blocks=4, seed=9)
     got = _Upload(src, tmp_path / "upload", LocalStore(tmp_path / "store")).finish()
     assert isinstance(got, OSError) and "No space" in str(got)
+    assert _stored_files(tmp_path / "store") == []
+
+
+@pytest.fixture
+def offered(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Set once ingest has offered where the tensors go (from then on, pieces are routed)."""
+    event = threading.Event()
+    real = Arrival.offer
+
+    def offer(self: Arrival, placer: object) -> None:
+        real(self, placer)  # type: ignore[arg-type]
+        event.set()
+
+    monkeypatch.setattr(Arrival, "offer", offer)
+    return event
+
+
+def _routed(src: Path, tmp_path: Path, offered: threading.Event, piece: int = 1000) -> _Upload:
+    """An upload of ``src`` whose header and first bytes are written to the file before ingest offers
+    where the tensors go, and the rest handed over in ``piece``-byte pieces that straddle tensors."""
+    upload = _Upload(src, tmp_path / "upload", LocalStore(tmp_path / "store"), route=True)
+    data_offset = 8 + int.from_bytes(upload.data[:8], "little")
+    upload.write(data_offset + 3 * piece + 17, piece)
+    assert offered.wait(10)
+    return upload
+
+
+@pytest.mark.parametrize("fmt", ["kohya", "diffusers", "comfyui"])
+def test_a_routed_upload_puts_its_tensors_straight_into_the_stored_file_and_keeps_only_the_rest(
+    tmp_path: Path, fmt: str, offered: threading.Event
+) -> None:
+    """Once ingest knows where each tensor goes, the writer puts those bytes there and not in its own
+    file: the stored file is byte for byte what ingesting the finished file gives, and the upload file
+    keeps its length, its header and alphas (what registering inspects), and holes where tensors were."""
+    src = synth_lora(tmp_path / "src.safetensors", fmt=fmt, base_model=SINGLE, rank=8, blocks=12, seed=10)
+    expected = ingest_lora(src, LocalStore(tmp_path / "reference"), base=BASE)
+    upload = _routed(src, tmp_path, offered)
+    got = upload.finish()
+    assert isinstance(got, IngestedFile), got
+    assert upload.arrival.routed
+    reference = LocalStore(tmp_path / "reference").path(expected.sha256).read_bytes()
+    assert (got.sha256, got.payload_sha256, got.size) == (expected.sha256, expected.payload_sha256, expected.size)
+    assert LocalStore(tmp_path / "store").path(got.sha256).read_bytes() == reference
+
+    kept, data = upload.dest.read_bytes(), upload.data
+    assert len(kept) == len(data) and kept != data
+    header = 8 + int.from_bytes(data[:8], "little")
+    assert kept[:header] == data[:header]
+    assert kept.count(0) > len(data) // 2  # most of it never written there
+    as_kept, as_sent = inspect_lora(upload.dest, BASE), inspect_lora(src, BASE)
+    facts = [[(m.module, m.rank, m.alpha) for m in ins.modules] for ins in (as_kept, as_sent)]
+    assert facts[0] == facts[1]
+
+
+def _nan_first(path: Path) -> Path:
+    """``path`` with a NaN in the tensor at the front of its data section (one of block 0's)."""
+    import math
+
+    from registry.files.safetensors_io import read_header
+
+    data = bytearray(path.read_bytes())
+    with open(path, "rb") as fh:
+        header = read_header(fh, len(data))
+    first = min(header.tensors, key=lambda t: t.start)
+    assert first.dtype == "F16"
+    at = header.data_offset + first.start + 2 * (math.prod(first.shape) // 2)
+    data[at : at + 2] = b"\x00\x7e"  # fp16 quiet NaN
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_routed_upload_that_ingest_refuses_is_written_to_its_file_from_then_on(
+    tmp_path: Path, offered: threading.Event
+) -> None:
+    """Ingest refusing the file midway withdraws the route before the stored file goes: the rest of
+    the upload lands in its own file, and nothing is kept in the store."""
+    src = _nan_first(synth_lora(tmp_path / "src.safetensors", base_model=SINGLE, rank=8, blocks=12, seed=11))
+    upload = _routed(src, tmp_path, offered)
+    while upload.thread.is_alive() and upload.written < len(upload.data):
+        upload.write(upload.written + 1000, 1000)
+        upload.thread.join(0.002)
+    upload.thread.join(10)
+    assert not upload.thread.is_alive() and upload.written < len(upload.data)  # refused before the end
+    tail = upload.written
+    got = upload.finish()
+    assert isinstance(got, InvalidFile) and "NaN" in got.message
+    assert upload.dest.read_bytes()[tail:] == upload.data[tail:]
+    assert _stored_files(tmp_path / "store") == []
+
+
+def test_a_piece_that_cannot_be_routed_fails_the_upload_and_nothing_is_kept(
+    tmp_path: Path, offered: threading.Event, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import registry.blobs.local as local_store
+
+    def full(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    src = synth_lora(tmp_path / "src.safetensors", base_model=SINGLE, rank=8, blocks=4, seed=12)
+    upload = _routed(src, tmp_path, offered)
+    monkeypatch.setattr(local_store._LocalWriter, "put", full)
+    with pytest.raises(OSError, match="No space"):
+        upload.write(len(upload.data), 1000)
+    assert isinstance(upload.fail(), Abandoned)
     assert _stored_files(tmp_path / "store") == []
