@@ -45,11 +45,53 @@ def raise_for(response: httpx.Response) -> None:
         raise WanloraError(f"server answered {response.status_code} {response.reason_phrase}") from None
 
 
+class _PlainHttp(httpx.HTTPTransport):
+    """The transport of a plain-HTTP server: no TLS ever, so none of its set-up (loading the CA bundle
+    takes about 90 ms on the 2-core VM, every command). An https URL (a redirect to a presigned
+    download) is not for it: the client sends those through a verifying transport built on first use."""
+
+    def __init__(self) -> None:
+        super().__init__(verify=False)  # never used: it refuses anything but http
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"{request.url.scheme} is not plain HTTP")
+        return super().handle_request(request)
+
+
+class _OnFirstUse(httpx.BaseTransport):
+    """httpx's default, verifying transport, built on the first request that needs it."""
+
+    def __init__(self) -> None:
+        self._transport: httpx.HTTPTransport | None = None
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self._transport is None:
+            self._transport = httpx.HTTPTransport()
+        return self._transport.handle_request(request)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+def _transports(base: str) -> dict[str, Any]:
+    """For a plain-HTTP server with no proxy configured, a transport without TLS, and https (a
+    redirect) through the verifying one, built when first needed; else httpx's defaults."""
+    from httpx._utils import get_environment_proxies
+
+    if not base.startswith("http://") or get_environment_proxies():
+        return {}
+    return {"transport": _PlainHttp(), "mounts": {"https://": _OnFirstUse()}}
+
+
 class Http:
     def __init__(self, server: str, token: str | None, timeout: float = 60.0) -> None:
         self.base = server.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.client = httpx.Client(base_url=self.base, headers=headers, timeout=timeout, follow_redirects=True)
+        self.client = httpx.Client(
+            base_url=self.base, headers=headers, timeout=timeout, follow_redirects=True, **_transports(self.base)
+        )
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """The server's answer, its errors raised as the registry's own."""
