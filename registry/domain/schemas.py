@@ -25,6 +25,7 @@ __all__ = [
     "SyncTarget",
     "VersionDiff",
     "VersionPublic",
+    "check_bump",
     "check_name",
     "parse_category",
     "parse_semver",
@@ -56,6 +57,15 @@ def parse_category(value: str) -> Category:
 MAX_VERSION_PART = 2**31 - 1  # what an INTEGER column holds on PostgreSQL, and so on SQLite too
 MAX_PRERELEASE = 64
 MAX_VERSION_LENGTH = 64  # the versions table's column
+
+
+BUMPS = ("major", "minor", "patch")
+
+
+def check_bump(bump: str) -> str:
+    if bump not in BUMPS:
+        raise InvalidInput(f"unknown bump {bump!r}", hint="use major, minor or patch")
+    return bump
 
 
 def parse_semver(value: str) -> semver.Version:

@@ -23,7 +23,16 @@ from registry.domain.clock import utcnow
 from registry.domain.enums import FileRole, Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput
 from registry.domain.limits import MAX_REASON, check_json, check_text, check_trigger_words
-from registry.domain.schemas import Hyperparameters, LoraPublic, VersionPublic, check_name, parse_category, parse_semver
+from registry.domain.schemas import (
+    BUMPS,
+    Hyperparameters,
+    LoraPublic,
+    VersionPublic,
+    check_bump,
+    check_name,
+    parse_category,
+    parse_semver,
+)
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import IngestedFile
 from registry.services.gate import gate_status, refusal
@@ -44,8 +53,6 @@ from registry.services.scope import Service
 from registry.services.views import lora_public, visible_version
 
 __all__ = ["BUMPS", "LifecycleService"]
-
-BUMPS = ("major", "minor", "patch")
 
 
 class LifecycleService(Service):
@@ -83,8 +90,7 @@ class LifecycleService(Service):
         return lora_public(self.scope, project, lora, [])
 
     def next_version(self, *, project: str, name: str, bump: str) -> str:
-        if bump not in BUMPS:
-            raise InvalidInput(f"unknown bump {bump!r}", hint="use major, minor or patch")
+        check_bump(bump)
         self.scope.require(project, Action.VERSION_REGISTER)
         _, lora = lora_row(self.scope, project, name)
         versions = versions_of(self.scope, lora)

@@ -180,6 +180,26 @@ def test_names_are_path_safe(wl: Wanlora, tmp_path: Path) -> None:
         register(wl, tmp_path, project="../../x")
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [("lora", "b1.0.0", "invalid LoRA name"), ("project", "A/B", "invalid project name"),
+     ("version", "1.0", "invalid version"), ("bump", "huge", "unknown bump")],
+)  # fmt: skip
+def test_a_bad_name_or_version_is_refused_before_the_file_is_read(
+    wl: Wanlora, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, field: str, value: str, message: str
+) -> None:
+    import registry.backends.local as local
+
+    def unread(*args: object, **kw: object) -> None:
+        raise AssertionError("the file was read")
+
+    monkeypatch.setattr(local, "inspect_lora", unread)
+    kw: dict[str, object] = {"version": None, "bump": value} if field == "bump" else {field: value}
+    with pytest.raises(InvalidInput, match=message):
+        register(wl, tmp_path, **kw)  # type: ignore[arg-type]
+    assert list(wl.store.listing()) == []
+
+
 def test_unknown_category_and_base_model(wl: Wanlora, tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="unknown category"):
         register(wl, tmp_path, category="sketch")
