@@ -31,7 +31,7 @@ from registry.domain.enums import FileRole
 from registry.domain.errors import InvalidFile, InvalidInput
 from registry.domain.policy import Policy, load_policy
 from registry.domain.register import RegisterRequest
-from registry.domain.schemas import GcReport, VersionPublic, check_bump, check_name, parse_category, parse_semver
+from registry.domain.schemas import GcReport, VersionPublic, parse_category
 from registry.domain.wan import base_model as lookup_base_model
 from registry.files.ingest import IngestedFile, Inspection, ingest_lora, inspect_lora
 from registry.files.jsonfile import read_json_object
@@ -236,18 +236,7 @@ class Wanlora:
         of it meanwhile (the server's alone, not part of the contract). Either counts only while the
         file is the one it was made of (same identity), the stored one only for the same base model and
         while the store still holds it; else the file is ingested here as usual."""
-        if (req.version is None) == (req.bump is None):
-            raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
-        if req.dataset_dir is not None and req.dataset_hash is not None:
-            raise InvalidInput("give --dataset DIR or --dataset-hash H, not both")
-        # the names and the version, before any file is read: the registry would refuse them only
-        # once the files were stored
-        check_name(req.project, "project name")
-        check_name(req.lora, "LoRA name")
-        if req.version is not None:
-            parse_semver(req.version)
-        else:
-            check_bump(req.bump or "")
+        req.check()
         with self.registry(write=False) as reg:
             existing = reg.find_lora(project=req.project, name=req.lora)
         base_name = existing.base_model if existing else req.base_model

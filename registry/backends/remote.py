@@ -391,6 +391,7 @@ class RemoteWanlora:
         return str(answer["upload_id"])
 
     def register(self, req: RegisterRequest, *, progress: Progress | None = None) -> VersionPublic:
+        req.check()  # before a byte is uploaded
         body = req.fields()
         if req.hyperparams_file is not None:
             body["hyperparameters"] = {**read_json_object(req.hyperparams_file), **req.hyperparameters}

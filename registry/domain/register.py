@@ -12,6 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel, Field, field_validator
 
+from registry.domain.errors import InvalidInput
+from registry.domain.schemas import check_bump, check_name, parse_semver
+
 __all__ = ["RegisterRequest", "VersionFields"]
 
 
@@ -51,3 +54,18 @@ class RegisterRequest(VersionFields):
     low_noise: Path | None = None
     hyperparams_file: Path | None = None
     dataset_dir: Path | None = None
+
+    def check(self) -> None:
+        """Refuse what can be refused before a file is read or sent: the options that exclude each
+        other, the names and the version or bump (the registry would otherwise refuse them only once
+        the files were stored, or uploaded)."""
+        if (self.version is None) == (self.bump is None):
+            raise InvalidInput("give exactly one of --version X.Y.Z and --bump major|minor|patch")
+        if self.dataset_dir is not None and self.dataset_hash is not None:
+            raise InvalidInput("give --dataset DIR or --dataset-hash H, not both")
+        check_name(self.project, "project name")
+        check_name(self.lora, "LoRA name")
+        if self.version is not None:
+            parse_semver(self.version)
+        else:
+            check_bump(self.bump or "")

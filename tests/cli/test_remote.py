@@ -261,3 +261,22 @@ def test_register_through_a_server_is_stored_while_it_uploads(
                             "--bump", "minor", "-m", "y", "--json"))  # fmt: skip
     assert read_again == [] and second["version"] == "1.1.0"
     assert second["files"][0]["source_sha256"] == hashlib.sha256(make(tmp_path, "s2", seed=2).read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(("--lora", "b1.0", "--version", "1.0.0"), "invalid LoRA name"), (("--lora", "s", "--version", "1.0"), "invalid version"),
+     (("--lora", "s", "--bump", "huge"), "unknown bump")],
+)  # fmt: skip
+def test_a_bad_name_or_version_is_refused_before_anything_is_uploaded(
+    server: tuple[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], message: str
+) -> None:
+    from registry.backends.remote import RemoteWanlora
+
+    def unsent(*a: object, **k: object) -> str:
+        raise AssertionError("the file was uploaded")
+
+    monkeypatch.setattr(RemoteWanlora, "_upload", unsent)
+    out = run("register", str(make(tmp_path, "bad", seed=3)), *args, "-p", "p", "--category", "style",
+              "--base-model", SINGLE, "-m", "x", "-q", code=2)  # fmt: skip
+    assert message in out
