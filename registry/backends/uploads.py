@@ -84,7 +84,8 @@ class UploadIngest:
 
     @classmethod
     def read(cls, path: Path) -> UploadIngest | None:
-        """The record at ``path``, or None when there is none or it is not one (then registering ingests)."""
+        """The record at ``path``, or None when there is none or it is not one (then registering ingests
+        the file, or refuses a routed upload)."""
         try:
             raw = _read_json(path)
             if str(raw["base_model"]) not in BASE_MODELS or not isinstance(raw["size"], int):
