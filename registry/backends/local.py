@@ -235,7 +235,8 @@ class Wanlora:
         """``register``, given what the server's upload hashed as each file arrived, and what it stored
         of it meanwhile (the server's alone, not part of the contract). Either counts only while the
         file is the one it was made of (same identity), the stored one only for the same base model and
-        while the store still holds it; else the file is ingested here as usual."""
+        while the store still holds it; else the file is ingested here as usual (a routed upload, which
+        kept only its header and alphas, is refused instead)."""
         req.check()
         with self.registry(write=False) as reg:
             existing = reg.find_lora(project=req.project, name=req.lora)
