@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,26 @@ def test_help_renders_without_markdown_or_pretty_tracebacks() -> None:
     assert light.returncode == full.returncode == 0
     assert light.stdout == full.stdout
     assert "--comfyui" in light.stdout and "╭─ Options" in light.stdout
+
+
+@pytest.mark.parametrize("args", [["--help"], [], ["--server", "http://127.0.0.1:9", "--help"]])
+def test_the_root_help_lists_every_command_and_group_as_the_whole_app_does(args: list[str]) -> None:
+    """The entry point builds only what a command line needs; for the root's help that is every
+    command and group, and it prints what the whole app (``cli.main``) prints."""
+    run = "import sys; from cli.{0} import {1}; sys.argv[0] = 'wanlora'; {1}()"
+    light, full = (
+        subprocess.run(
+            [sys.executable, "-c", run.format(module, fn), *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "COLUMNS": "100"},
+        )
+        for module, fn in (("launch", "main"), ("main", "app"))
+    )
+    assert light.stdout == full.stdout and light.returncode == full.returncode
+    assert all(f" {group.name} " in light.stdout for group in app.registered_groups if group.name)
+    assert " register " in light.stdout and " sync " in light.stdout
 
 
 def test_the_help_renderers_stand_ins_are_the_real_classes_when_used() -> None:
