@@ -34,6 +34,8 @@ __all__ = [
     "copy_in_kernel",
     "copy_range",
     "fsync_dir",
+    "place_range",
+    "write_at",
 ]
 
 CHUNK = 8 * 1024 * 1024
@@ -242,10 +244,15 @@ def place_range(src: int, offset: int, length: int, dst: int, at: int) -> None:
         data = os.pread(src, min(CHUNK, length - done), offset + done)
         if not data:
             raise IntegrityError(f"the source ended {length - done} bytes short", hint="run it again")
-        written = 0
-        while written < len(data):
-            written += os.pwrite(dst, memoryview(data)[written:], at + done + written)
+        write_at(dst, data, at + done)
         done += len(data)
+
+
+def write_at(fd: int, data: bytes | memoryview, at: int) -> None:
+    """All of ``data`` into ``fd`` at position ``at`` (the file's position does not move)."""
+    view, done = memoryview(data), 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], at + done)
 
 
 def _kernel_copy(src: int, offset: int, length: int, dst: int, at: int | None) -> int:
@@ -267,9 +274,7 @@ def _kernel_copy(src: int, offset: int, length: int, dst: int, at: int | None) -
 
 def _copy_chunk(src: int, dst: int, offset: int, length: int) -> int:
     data = os.pread(src, length, offset)
-    view = memoryview(data)
-    while view:
-        view = view[os.pwrite(dst, view, offset + len(data) - len(view)) :]
+    write_at(dst, data, offset)
     return len(data)
 
 

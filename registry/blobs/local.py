@@ -24,6 +24,7 @@ from registry.blobs.base import (
     copy_range,
     fsync_dir,
     place_range,
+    write_at,
 )
 from registry.blobs.writeback import Writeback
 from registry.domain.errors import IntegrityError, NotFound
@@ -76,9 +77,7 @@ class _LocalWriter:
     def put(self, data: memoryview, at: int) -> None:
         """Write ``data`` at position ``at``, as ``place`` does (for the bytes of a file still arriving,
         handed over before they were written anywhere else)."""
-        done = 0
-        while done < len(data):
-            done += os.pwrite(self._fh.fileno(), data[done:], at + done)
+        write_at(self._fh.fileno(), data, at)
         self._writeback.placed(at, len(data))
 
     def read_into(self, view: memoryview, at: int) -> None:

@@ -16,6 +16,7 @@ import os
 import threading
 from typing import BinaryIO, Protocol
 
+from registry.blobs.base import write_at
 from registry.domain.errors import InvalidFile
 from registry.files.modules import Row
 from registry.files.safetensors_io import MAX_HEADER_BYTES, Header
@@ -65,9 +66,7 @@ class Arrival:
                 pieces, routed = self._placer.route(at, data)
                 self.routed = self.routed or routed > 0
         for offset, piece in pieces:
-            done = 0
-            while done < len(piece):
-                done += os.pwrite(fd, piece[done:], offset + done)
+            write_at(fd, piece, offset)
         if self.routed and (not pieces or pieces[-1][0] + len(pieces[-1][1]) < at + len(data)):
             os.ftruncate(fd, at + len(data))  # the file keeps its length: a hole where its tail was routed
         self.grew(len(data))
