@@ -24,7 +24,6 @@ from registry.domain.enums import FileRole, Status
 from registry.domain.errors import AlreadyExists, Conflict, InvalidInput
 from registry.domain.limits import MAX_REASON, check_json, check_text, check_trigger_words
 from registry.domain.schemas import (
-    BUMPS,
     Hyperparameters,
     LoraPublic,
     VersionPublic,
@@ -52,7 +51,7 @@ from registry.services.lookups import (
 from registry.services.scope import Service
 from registry.services.views import lora_public, visible_version
 
-__all__ = ["BUMPS", "LifecycleService"]
+__all__ = ["LifecycleService"]
 
 
 class LifecycleService(Service):
