@@ -22,6 +22,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,8 @@ def bench_transfer(work: Path, size_gb: float, repeats: int = 3) -> dict[str, fl
     ref = min(c + h for c, h in zip(cps, shas, strict=True))
     openssl_ref = min((c + h for c, h in zip(cps, openssls, strict=False)), default=0.0)
     up_t, down_t = min(ups), min(downs)
+    # the median round beside the fastest: a ratio of two minima can flatter either side
+    med_ref = statistics.median([c + h for c, h in zip(cps, shas, strict=True)])
     return {
         "file_mb": size / 2**20,
         "repeats": repeats,
@@ -159,6 +162,11 @@ def bench_transfer(work: Path, size_gb: float, repeats: int = 3) -> dict[str, fl
         "download_sync_s": down_t,
         "upload_speed_vs_cp_plus_sha256sum": ref / up_t,
         "download_speed_vs_cp_plus_sha256sum": ref / down_t,
+        "median_cp_plus_sha256sum_s": med_ref,
+        "median_upload_and_register_s": statistics.median(ups),
+        "median_download_sync_s": statistics.median(downs),
+        "median_upload_speed_vs_cp_plus_sha256sum": med_ref / statistics.median(ups),
+        "median_download_speed_vs_cp_plus_sha256sum": med_ref / statistics.median(downs),
         "cp_plus_openssl_sha256_s": openssl_ref,
         "upload_speed_vs_cp_plus_openssl_sha256": openssl_ref / up_t,
         "download_speed_vs_cp_plus_openssl_sha256": openssl_ref / down_t,

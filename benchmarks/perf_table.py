@@ -25,7 +25,8 @@ def _load(path: str) -> Any:
 
 
 def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[str]:
-    out = [
+    out = _machine_line(cli) if cli is not None else []
+    out += [
         "| what | measured | reference in the same run | ratio | target |",
         "|---|---|---|---|---|",
     ]
@@ -33,6 +34,17 @@ def rows(cli: Any, resolve: Any, mixed: Any, transfer: Any, scale: Any) -> list[
     out += _transfer_rows(transfer) if transfer is not None else []
     out += _load_rows(resolve, mixed) if resolve is not None and mixed is not None else []
     return out + (_scale_rows(scale) if scale is not None else [])
+
+
+def _machine_line(cli: Any) -> list[str]:
+    m = cli.get("machine", {})
+    if "sum_range_1e6_ms" not in m:  # from a bench_cli.py that did not describe the machine
+        return []
+    return [
+        f"Machine: {m['cpus']} cores ({m['cpu'] or 'CPU model unknown'}), Python {m['python']}; its pace during "
+        f'the run: `python -m timeit "sum(range(10**6))"` {m["sum_range_1e6_ms"]:.1f} ms.',
+        "",
+    ]
 
 
 def _cli_rows(cli: Any) -> list[str]:
@@ -55,6 +67,13 @@ def _cli_rows(cli: Any) -> list[str]:
 def _transfer_rows(transfer: Any) -> list[str]:
     ref = transfer["cp_plus_sha256sum_s"]
     fastest = f"fastest of {transfer['repeats']} interleaved rounds each"
+    if "median_upload_speed_vs_cp_plus_sha256sum" in transfer:
+        fastest += (
+            f"; the median rounds: {transfer['median_upload_and_register_s']:.2f} s and "
+            f"{transfer['median_download_sync_s']:.2f} s against {transfer['median_cp_plus_sha256sum_s']:.2f} s, "
+            f"{transfer['median_upload_speed_vs_cp_plus_sha256sum']:.2f}× and "
+            f"{transfer['median_download_speed_vs_cp_plus_sha256sum']:.2f}×"
+        )
     return [
         f"| {transfer['file_mb']:,.0f} MB: upload + register through the API | {transfer['upload_and_register_s']:.2f} s | "
         f"`cp` + `sha256sum`: {ref:.2f} s ({fastest}) | "
