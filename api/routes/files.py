@@ -41,6 +41,7 @@ from registry.files.source_digests import DataSectionHash, SourceDigests, file_i
 
 router = APIRouter(prefix="/api/v1", tags=["files"], responses=ERROR_RESPONSES)
 _UPLOAD_ID = re.compile(r"u_[A-Za-z0-9_-]{20,64}")
+IMMUTABLE = "private, max-age=31536000, immutable"
 UPLOAD_BATCH = 8 * 1024 * 1024  # received chunks (~64 KiB) are gathered and written this much at a time
 
 
@@ -256,9 +257,11 @@ def download(
         faulty = upkeep.is_faulty(sha256)
     if faulty:
         raise _corrupt(sha256)
-    etag = f'"{sha256}"'
-    if if_none_match == etag:
-        return Response(status_code=304, headers={"ETag": etag})
+    # The bytes behind a digest never change: a client may keep them as long as it likes without
+    # asking again (private: a shared cache must not hand one caller's download to another).
+    headers = {"ETag": f'"{sha256}"', "Cache-Control": IMMUTABLE}
+    if if_none_match is not None and headers["ETag"] in (t.strip() for t in if_none_match.split(",")):
+        return Response(status_code=304, headers=headers)
     store = state.wl.store
     try:
         store.check(sha256)  # a file that fails its digest is never served, nor handed out by a presigned URL
@@ -266,15 +269,15 @@ def download(
         state.wl.take_out_of_service(sha256, exc.message)
         raise _corrupt(sha256) from exc
     if isinstance(store, LocalStore):
-        return _BigChunkFile(store.path(sha256), media_type="application/octet-stream", headers={"ETag": etag})
+        return _BigChunkFile(store.path(sha256), media_type="application/octet-stream", headers=headers)
     url = getattr(store, "download_url", lambda _: None)(sha256)
     if url:
-        return RedirectResponse(url, status_code=307, headers={"ETag": etag})
+        return RedirectResponse(url, status_code=307, headers={"ETag": headers["ETag"]})  # a URL that expires
     reader = store.open(sha256)
     return StreamingResponse(
         iter(lambda: reader.read(CHUNK), b""),
         media_type="application/octet-stream",
-        headers={"ETag": etag, "Content-Length": str(reader.size)},
+        headers={**headers, "Content-Length": str(reader.size)},
     )
 
 

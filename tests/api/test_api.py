@@ -93,12 +93,19 @@ def test_production_sees_and_pulls_only_current(api: Api) -> None:
     assert body.status_code == 200
     assert hashlib.sha256(body.content).hexdigest() == target["files"][0]["sha256"]
     assert body.headers["etag"] == f'"{target["files"][0]["sha256"]}"'
+    # the bytes behind a digest never change: kept by the client without asking again, never by a shared cache
+    assert body.headers["cache-control"] == "private, max-age=31536000, immutable"
+    unchanged = api.call("production", "GET", url, headers={"If-None-Match": f'"x", {body.headers["etag"]}'})
+    assert unchanged.status_code == 304 and not unchanged.content
+    assert unchanged.headers["cache-control"] == body.headers["cache-control"]
+    assert api.call("stranger", "GET", url, headers={"If-None-Match": body.headers["etag"]}).status_code == 404
     testing = api.call("admin", "GET", f"{P}/loras/sarah/versions/1.2.0").json()["files"][0]["sha256"]
     assert api.call("production", "GET", f"/api/v1/artifacts/{testing}").status_code == 404
     assert api.call("stranger", "GET", url).status_code == 404
     assert api.call("stranger", "GET", "/api/v1/resolve").json() == []
     partial = api.call("production", "GET", url, headers={"Range": "bytes=10-19"})
     assert partial.status_code == 206 and partial.content == body.content[10:20]
+    assert partial.headers["cache-control"] == body.headers["cache-control"]
 
 
 def test_upload_register_promote_over_http(api: Api, tmp_path: Path) -> None:

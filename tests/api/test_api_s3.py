@@ -46,9 +46,11 @@ def test_register_resolve_download_through_s3(tmp_path: Path, s3_endpoint: str, 
     response = client.get(f"/api/v1/artifacts/{sha}", follow_redirects=False)
     if presign:
         assert response.status_code == 307 and response.headers["location"].startswith(s3_endpoint)
+        assert "cache-control" not in response.headers  # the presigned URL expires: not to be kept
         content = httpx.get(response.headers["location"]).content  # straight from the bucket
     else:
         assert response.status_code == 200 and response.headers["etag"] == f'"{sha}"'
+        assert response.headers["cache-control"] == "private, max-age=31536000, immutable"
         content = response.content
     assert hashlib.sha256(content).hexdigest() == sha
     store.client.put_object(Bucket=store.bucket, Key=store.key(sha), Body=content[:-8] + b"tampered")
