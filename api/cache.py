@@ -106,6 +106,7 @@ class Generation:
         self._thread: threading.Thread | None = None
         self._signal: ChangeSignal | None = None
         self._stop = threading.Event()
+        self._listeners: list[Callable[[], None]] = []
         self.reads = 0  # how often the head was read (for tests and the benchmark)
 
     @property
@@ -133,10 +134,16 @@ class Generation:
         self._stale = True
         self._wake()  # parked waiters look again (the first re-reads; the rest see its answer)
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (quick, from whichever thread read the head) each time the head moves."""
+        self._listeners.append(listener)
+
     def _set(self, value: int) -> None:
         if value != self._value:
             self._value = value
             self._wake()
+            for listener in self._listeners:
+                listener()
 
     def _wake(self) -> None:
         for loop, event in list(self._waiters):

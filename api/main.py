@@ -30,6 +30,10 @@ Authenticate with `Authorization: Bearer <token>` (tokens from `wanlora token cr
 role that does not allow the call, 404 also what this role may not see.
 """
 
+# The longest the webhook dispatcher sleeps without a nudge: the change watcher nudges it whenever the
+# event log moves, so this only bounds how late a delivery could be if a change signal were ever missed.
+DISPATCH_SAFETY_NET = 30.0
+
 
 class FreshAfterWrites:
     """A change made through this process is visible to its very next read (other processes see it
@@ -89,12 +93,20 @@ def create_app(
         generation = app.state.wanlora.generation
         generation.watch()  # the event log's head, pushed to the caches and the change feed
         stop = threading.Event()
-        thread = None
+        thread = dispatcher = None
         if deliver_webhooks:
-            thread = threading.Thread(target=Dispatcher(wl.db, egress=wl.egress).run_forever, args=(stop,), daemon=True)
+            # Deliveries are queued in the transaction of an event: the dispatcher sleeps until the event
+            # log moves (the watcher above) or a retry falls due, instead of querying in a loop.
+            dispatcher = Dispatcher(wl.db, egress=wl.egress)
+            generation.on_change(dispatcher.nudge)
+            thread = threading.Thread(
+                target=dispatcher.run_forever, args=(stop,), kwargs={"longest_wait": DISPATCH_SAFETY_NET}, daemon=True
+            )
             thread.start()
         yield
         stop.set()
+        if dispatcher is not None:
+            dispatcher.nudge()
         generation.close()
         if thread is not None:
             thread.join(10)

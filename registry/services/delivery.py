@@ -2,7 +2,10 @@
 public addresses, retries with exponential backoff and logs every attempt.
 
 Each hook is served by one worker at a time, in delivery order, and has its own time budget: a hook
-that hangs holds only its own worker, so every other hook's deliveries go on. Errors are logged in
+that hangs holds only its own worker, so every other hook's deliveries go on. Between rounds the
+dispatcher sleeps until the next delivery falls due, or until it is nudged: deliveries are queued in the
+transaction of an event, so the server nudges it when the event log moves (its change watcher), and a
+worker nudges it when it is done with a hook; it does not query the database in a loop. Errors are logged in
 coarse words ("could not connect", "timed out"), which tell an operator what to fix but do not map
 the receiver's network.
 """
@@ -18,11 +21,11 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
-from sqlmodel import col, select
+from sqlmodel import col, func, select
 
 from registry.db.engine import Database
 from registry.db.tables import Webhook, WebhookDelivery, delivery_due
-from registry.domain.clock import utcnow
+from registry.domain.clock import as_utc, utcnow
 from registry.domain.webhooks import sign
 from registry.services.egress import EgressPolicy, TargetRefused
 
@@ -138,6 +141,7 @@ class Dispatcher:
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="wanlora-webhook")
         self._busy: set[int] = set()  # hooks with a worker on them
         self._lock = threading.Lock()
+        self._wake = threading.Event()
 
     def backoff(self, attempts: int) -> timedelta:
         return timedelta(seconds=min(self.max_delay, self.base_delay * 2 ** (attempts - 1)))
@@ -192,6 +196,24 @@ class Dispatcher:
         finally:
             with self._lock:
                 self._busy.discard(hook_id)
+            self.nudge()  # the hook's next deliveries waited for this worker
+
+    def nudge(self) -> None:
+        """Something may be due now: an event was recorded (its deliveries are queued with it), a worker
+        finished, or the dispatcher is to stop. Cheap and safe from any thread."""
+        self._wake.set()
+
+    def seconds_to_next(self) -> float | None:
+        """How long until the next pending delivery of a hook without a worker falls due (0 when one
+        is due now), or None when none waits. One indexed query."""
+        with self._lock:
+            busy = set(self._busy)
+        query = select(func.min(WebhookDelivery.next_attempt_at)).where(col(WebhookDelivery.status) == "pending")
+        if busy:
+            query = query.where(col(WebhookDelivery.webhook_id).not_in(busy))
+        with self.db.session() as s:
+            due = as_utc(s.exec(query).one())
+        return None if due is None else max(0.0, (due - utcnow()).total_seconds())
 
     def dispatch(self, limit: int = 50) -> tuple[int, list[Future[None]]]:
         """Claim what is due and hand each hook's deliveries to a worker; returns at once, with how
@@ -209,13 +231,20 @@ class Dispatcher:
             future.result()
         return count
 
-    def run_forever(self, stop: threading.Event, interval: float = 0.5) -> None:
+    def run_forever(self, stop: threading.Event, longest_wait: float = 0.5) -> None:
+        """Deliver until ``stop`` is set (then ``nudge()``, so that a sleeping dispatcher sees it). Between
+        rounds it sleeps until the next delivery falls due or a nudge, and at most ``longest_wait``
+        seconds: the whole wait where nothing nudges it, a safety net where something does."""
         while not stop.is_set():
+            self._wake.clear()  # before looking: a nudge from now on is not lost
             try:
-                busy = bool(self.dispatch()[0])
+                claimed = self.dispatch()[0]
+                wait = 0.0 if claimed else self.seconds_to_next()
             except Exception:  # a database hiccup must not kill the dispatcher; try again shortly
-                busy = False
-            stop.wait(0.05 if busy else interval)
+                wait = min(longest_wait, 0.5)
+            wait = longest_wait if wait is None else min(wait, longest_wait)
+            if wait > 0:
+                self._wake.wait(wait)
         self.close()
 
     def close(self) -> None:
