@@ -20,6 +20,7 @@ from registry.blobs.local import LocalStore
 from registry.blobs.s3 import S3Store
 from registry.db.engine import Database
 from registry.domain.policy import Policy
+from tests.helpers import Receiver
 
 # Under pytest-xdist every worker is a process of its own: one thread each for torch's kernels, so
 # that two workers on two cores do not fight over them (the tensors computed are the same).
@@ -211,3 +212,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if Path(str(item.path)).relative_to(root).as_posix() in SECURITY_SUITE:
             item.add_marker(pytest.mark.security)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook receiver on loopback (tests.helpers.Receiver), shut down after the test."""
+    r = Receiver()
+    yield r
+    r.server.shutdown()

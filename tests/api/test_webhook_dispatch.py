@@ -59,13 +59,6 @@ def server(tmp_path: Path, database_url: str) -> Iterator[Server]:
         yield made
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
-
-
 def test_a_change_reaches_the_receiver_at_once_and_an_idle_server_queries_nothing(
     server: Server, tmp_path: Path, receiver: Receiver
 ) -> None:

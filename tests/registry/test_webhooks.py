@@ -4,7 +4,6 @@ a failing receiver that never blocks or fails the change."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -28,13 +27,6 @@ def wl(wl: Wanlora) -> Wanlora:
     """Receivers here are on loopback, so the operator allows it, as a team with internal hooks would."""
     wl.egress = EgressPolicy.allowing("127.0.0.1")
     return wl
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.server.shutdown()
 
 
 def test_signed_deliveries_for_each_event(wl: Wanlora, tmp_path: Path, receiver: Receiver) -> None:
