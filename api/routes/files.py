@@ -260,7 +260,7 @@ def download(
     # The bytes behind a digest never change: a client may keep them as long as it likes without
     # asking again (private: a shared cache must not hand one caller's download to another).
     headers = {"ETag": f'"{sha256}"', "Cache-Control": IMMUTABLE}
-    if if_none_match is not None and headers["ETag"] in (t.strip() for t in if_none_match.split(",")):
+    if _matches(if_none_match, headers["ETag"]):
         return Response(status_code=304, headers=headers)
     store = state.wl.store
     try:
@@ -408,7 +408,7 @@ async def cached_answer(
     asking at the same time (and cached)."""
     generation = await current_generation(state)
     etag = answer_etag(generation, caller.principal, *request)
-    if if_none_match is not None and etag in (t.strip() for t in if_none_match.split(",")):
+    if _matches(if_none_match, etag):
         return Response(status_code=304, headers={"ETag": etag})
     body = await state.responses.fill((caller.principal, *request), generation, compute)
     return Response(body, media_type="application/json", headers={"ETag": etag})
@@ -419,6 +419,11 @@ async def current_generation(state: ServerState) -> int:
     generations = state.generation
     assert generations is not None
     return await run_in_threadpool(generations.current) if generations.due() else generations.current()
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """Whether an If-None-Match header (one ETag or a list) names ``etag``."""
+    return if_none_match is not None and etag in (t.strip() for t in if_none_match.split(","))
 
 
 def answer_etag(generation: int, principal: Principal, *request: object) -> str:

@@ -149,11 +149,16 @@ class Dispatcher:
     def _budget(self, hook: Webhook) -> float:
         return min(hook.timeout_seconds, self.timeout) if self.timeout else hook.timeout_seconds
 
-    def _claim(self, limit: int) -> dict[int, list[_Job]]:
-        now = utcnow()
+    def _without_busy_hooks(self, query: Any) -> Any:
+        """``query`` (on webhook_deliveries) less the deliveries of hooks a worker is on: each hook's
+        deliveries go one after the other, so those wait for their worker, which nudges when done."""
         with self._lock:
             busy = set(self._busy)
-        query = (
+        return query.where(col(WebhookDelivery.webhook_id).not_in(busy)) if busy else query
+
+    def _claim(self, limit: int) -> dict[int, list[_Job]]:
+        now = utcnow()
+        query = self._without_busy_hooks(
             select(WebhookDelivery, Webhook)
             .join(Webhook, col(Webhook.id) == WebhookDelivery.webhook_id)
             .where(*delivery_due(now))
@@ -161,8 +166,6 @@ class Dispatcher:
             .limit(limit)
             .with_for_update(skip_locked=True, of=WebhookDelivery)
         )
-        if busy:
-            query = query.where(col(WebhookDelivery.webhook_id).not_in(busy))
         jobs: dict[int, list[_Job]] = {}
         with self.db.session() as s:
             for delivery, hook in s.exec(query).all():
@@ -206,12 +209,10 @@ class Dispatcher:
     def seconds_to_next(self) -> float | None:
         """How long until the next pending delivery of a hook without a worker falls due (0 when one
         is due now), or None when none waits. One indexed query."""
-        with self._lock:
-            busy = set(self._busy)
-        query = select(func.min(WebhookDelivery.next_attempt_at)).where(col(WebhookDelivery.status) == "pending")
-        if busy:
-            query = query.where(col(WebhookDelivery.webhook_id).not_in(busy))
-        with self.db.session() as s:
+        query = self._without_busy_hooks(
+            select(func.min(WebhookDelivery.next_attempt_at)).where(col(WebhookDelivery.status) == "pending")
+        )
+        with self.db.session(write=False) as s:  # a read: no write lock on SQLite
             due = as_utc(s.exec(query).one())
         return None if due is None else max(0.0, (due - utcnow()).total_seconds())
 

@@ -74,8 +74,8 @@ def test_a_change_reaches_the_receiver_at_once_and_an_idle_server_queries_nothin
     waited = _until(lambda: len(receiver.requests) == 1)
     assert waited < 5  # long before the dispatcher's safety net (30 s) would have woken it
     assert json.loads(receiver.requests[0][1])["event"] == "register"
-    deliveries = server.client.get  # the log says delivered once the worker has recorded it
-    _until(lambda: deliveries("/api/v1/webhooks/deliveries").json()[0]["status"] == "delivered")
+    # the log says delivered once the worker has recorded it
+    _until(lambda: server.client.get("/api/v1/webhooks/deliveries").json()[0]["status"] == "delivered")
     time.sleep(0.3)  # the round its worker's nudge starts
     server.statements.clear()
     time.sleep(1.0)
