@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,23 @@ def test_put_get_roundtrip_and_dedup(any_store: ArtifactStore) -> None:
         any_store.open(sha)
     with pytest.raises(NotFound):
         any_store.size(sha)
+
+
+def test_a_duplicate_copy_is_removed_after_its_commit_returns(tmp_path: Path) -> None:
+    """The second copy of stored bytes goes on a side thread (freeing a big file's pages is slow),
+    and it does go: nothing is left in the store's tmp folder, and the stored file is untouched."""
+    store = LocalStore(tmp_path / "store")
+    data = os.urandom(3 * 1024 * 1024)
+    sha = put(store, data, chunk=1 << 20)[0]
+    before = store.path(sha).stat()
+    assert put(store, data, chunk=1 << 20) == (sha, len(data), False)
+    for thread in threading.enumerate():
+        if thread.name == "wanlora-discard":
+            thread.join(10)
+    assert list(store.tmp_dir.iterdir()) == []
+    after = store.path(sha).stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
+    assert read_all(store, sha) == data
 
 
 def test_large_object_streams(any_store: ArtifactStore) -> None:
